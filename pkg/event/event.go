@@ -1,0 +1,179 @@
+// Package event defines the messages sluice's services exchange over JetStream: one Go type per
+// event kind, the subject each is published on, and the run header every event carries.
+package event
+
+import (
+	"fmt"
+	"time"
+)
+
+// Kind names an event; it is the third token of the subject.
+type Kind string
+
+const (
+	KindRequested   Kind = "requested"
+	KindAvailable   Kind = "available"
+	KindLanded      Kind = "landed"
+	KindValidated   Kind = "validated"
+	KindPartitioned Kind = "partitioned"
+	KindCompleted   Kind = "completed"
+	KindFailed      Kind = "failed"
+	KindSLAMissed   Kind = "sla_missed"
+)
+
+// Kinds lists every event kind in flow order.
+var Kinds = []Kind{KindRequested, KindAvailable, KindLanded, KindValidated, KindPartitioned, KindCompleted, KindFailed, KindSLAMissed}
+
+// Subject is the subject of an event: <prefix>.<pipeline>.<kind>.<ds>.
+func Subject(prefix, pipeline string, kind Kind, ds string) string {
+	return fmt.Sprintf("%s.%s.%s.%s", prefix, pipeline, kind, ds)
+}
+
+// Filter is the subject filter matching one kind for every pipeline and date.
+func Filter(prefix string, kind Kind) string {
+	return fmt.Sprintf("%s.*.%s.*", prefix, kind)
+}
+
+// Event is implemented by every event type.
+type Event interface {
+	Kind() Kind
+	Header() *Run
+}
+
+// Run is the header every event carries: which run of which pipeline for which date, the lease's
+// fencing token once the sensor holds it, and the steps done so far.
+type Run struct {
+	RunID       string       `json:"run_id"`
+	Pipeline    string       `json:"pipeline"`
+	DS          string       `json:"ds"`
+	Fence       uint64       `json:"fence,omitempty"`
+	Trigger     string       `json:"trigger,omitempty"`
+	RequestedAt time.Time    `json:"requested_at"`
+	Steps       []StepResult `json:"steps,omitempty"`
+}
+
+// Header returns the run header; every event type embeds Run and so gets this method.
+func (r *Run) Header() *Run { return r }
+
+// StepResult records one finished step of a run.
+type StepResult struct {
+	Step       string    `json:"step"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS int64     `json:"duration_ms"`
+	Attempts   int       `json:"attempts"`
+}
+
+// Object is the raw file landed in object storage.
+type Object struct {
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+	VersionID string `json:"version_id,omitempty"`
+	SourceURL string `json:"source_url"`
+}
+
+// Requested asks for a run of a pipeline for one ds.
+type Requested struct {
+	Run
+}
+
+// Available says the source has the file for ds.
+type Available struct {
+	Run
+	URL   string `json:"url"`
+	Pokes int    `json:"pokes"`
+}
+
+// Landed says the raw file is in object storage.
+type Landed struct {
+	Run
+	Object Object `json:"object"`
+}
+
+// Validated says the file met its contract and the staging table holds the ds slice.
+type Validated struct {
+	Run
+	Object       Object `json:"object"`
+	StagingTable string `json:"staging_table"`
+	Rows         int64  `json:"rows"`
+}
+
+// Partitioned says the target partition for ds exists.
+type Partitioned struct {
+	Run
+	Object       Object `json:"object"`
+	StagingTable string `json:"staging_table"`
+	Rows         int64  `json:"rows"`
+	Table        string `json:"table"`
+	Partition    string `json:"partition"`
+}
+
+// ModelResult is one dbt node's outcome.
+type ModelResult struct {
+	Node         string  `json:"node"`
+	Status       string  `json:"status"`
+	Seconds      float64 `json:"seconds"`
+	RowsAffected int64   `json:"rows_affected"`
+}
+
+// Completed says the run upserted its rows into the target.
+type Completed struct {
+	Run
+	Object    Object        `json:"object"`
+	Table     string        `json:"table"`
+	Partition string        `json:"partition"`
+	Staged    int64         `json:"staged"`
+	Inserted  int64         `json:"inserted"`
+	Updated   int64         `json:"updated"`
+	Unchanged int64         `json:"unchanged"`
+	Models    []ModelResult `json:"models,omitempty"`
+	DocsKey   string        `json:"docs_key,omitempty"`
+}
+
+// Failed says a step failed for good.
+type Failed struct {
+	Run
+	Step     string `json:"step"`
+	Attempts int    `json:"attempts"`
+	Class    string `json:"class"`
+	Error    string `json:"error"`
+}
+
+// SLAMissed says the run's deadline passed before it completed.
+type SLAMissed struct {
+	Run
+	Deadline time.Time `json:"deadline"`
+}
+
+func (*Requested) Kind() Kind   { return KindRequested }
+func (*Available) Kind() Kind   { return KindAvailable }
+func (*Landed) Kind() Kind      { return KindLanded }
+func (*Validated) Kind() Kind   { return KindValidated }
+func (*Partitioned) Kind() Kind { return KindPartitioned }
+func (*Completed) Kind() Kind   { return KindCompleted }
+func (*Failed) Kind() Kind      { return KindFailed }
+func (*SLAMissed) Kind() Kind   { return KindSLAMissed }
+
+// New returns an empty event of the given kind, to decode into.
+func New(k Kind) (Event, error) {
+	switch k {
+	case KindRequested:
+		return &Requested{}, nil
+	case KindAvailable:
+		return &Available{}, nil
+	case KindLanded:
+		return &Landed{}, nil
+	case KindValidated:
+		return &Validated{}, nil
+	case KindPartitioned:
+		return &Partitioned{}, nil
+	case KindCompleted:
+		return &Completed{}, nil
+	case KindFailed:
+		return &Failed{}, nil
+	case KindSLAMissed:
+		return &SLAMissed{}, nil
+	}
+	return nil, fmt.Errorf("unknown event kind %q", k)
+}

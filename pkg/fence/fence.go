@@ -1,0 +1,53 @@
+// Package fence makes PostgreSQL refuse writes from a run that lost its lease. The lease's
+// fencing token (the KV revision at acquisition, which only grows) is recorded per pipeline in
+// sluice_fences inside the writer's own transaction: a token lower than one already seen means a
+// newer run holds the pipeline, and the transaction must not commit.
+package fence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrFenced is returned when a newer lease holder has written for the pipeline.
+var ErrFenced = errors.New("fenced: a newer run holds this pipeline's lease")
+
+// DB is what Ensure needs: a pool or a connection.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Ensure creates the fences table.
+func Ensure(ctx context.Context, db DB) error {
+	_, err := db.Exec(ctx, `CREATE TABLE IF NOT EXISTS sluice_fences (
+		pipeline text PRIMARY KEY,
+		token    bigint NOT NULL,
+		run_id   text NOT NULL,
+		updated  timestamptz NOT NULL DEFAULT now())`)
+	if err != nil {
+		return fmt.Errorf("create sluice_fences: %w", err)
+	}
+	return nil
+}
+
+// Check records token for pipeline in tx, or returns ErrFenced if a greater token is recorded.
+// Call it inside the transaction that does the write, before commit.
+func Check(ctx context.Context, tx pgx.Tx, pipeline, runID string, token uint64) error {
+	if token == 0 {
+		return fmt.Errorf("fence check for %s: run %s carries no fencing token", pipeline, runID)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO sluice_fences (pipeline, token, run_id) VALUES ($1, $2, $3)
+		ON CONFLICT (pipeline) DO UPDATE SET token = EXCLUDED.token, run_id = EXCLUDED.run_id, updated = now()
+		WHERE sluice_fences.token <= EXCLUDED.token`, pipeline, int64(token), runID)
+	if err != nil {
+		return fmt.Errorf("fence check: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("run %s (token %d): %w", runID, token, ErrFenced)
+	}
+	return nil
+}

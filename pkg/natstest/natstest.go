@@ -1,0 +1,48 @@
+// Package natstest starts a real embedded NATS server with JetStream for tests, in the manner of
+// nats-server's RunBasicJetStreamServer.
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Server starts a JetStream server on a random port with its store in a temp dir.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	return ServerAt(t, t.TempDir(), -1)
+}
+
+// ServerAt starts a JetStream server storing in dir on port (-1 for random).
+func ServerAt(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
+}
+
+// Connect connects to ns and returns the connection and its JetStream context.
+func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}

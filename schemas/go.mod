@@ -1,0 +1,3 @@
+module github.com/sluice-etl/sluice/schemas
+
+go 1.26.0
