@@ -141,10 +141,19 @@ type Select struct {
 	Select string `yaml:"select"`
 }
 
-// Retries is the retry policy for transient failures.
+// Retries is the retry policy for transient failures: a failing step is redelivered up to Max
+// more times, Delay apart, then the run fails.
 type Retries struct {
-	Attempts int           `yaml:"attempts"`
-	Delay    time.Duration `yaml:"delay"`
+	Max   *int          `yaml:"max"`
+	Delay time.Duration `yaml:"delay"`
+}
+
+// MaxRetries is Retries.Max with its default (3, the seed's) applied.
+func (r Retries) MaxRetries() int {
+	if r.Max == nil {
+		return 3
+	}
+	return *r.Max
 }
 
 // Load reads, decodes, defaults and validates the config file at path, and resolves its
@@ -324,9 +333,6 @@ func (c *Config) applyDefaults() {
 		if p.DBT.Select == "" {
 			p.DBT.Select = "+" + p.Target.Table
 		}
-		if p.Retries.Attempts == 0 {
-			p.Retries.Attempts = 3
-		}
 		if p.Retries.Delay == 0 {
 			p.Retries.Delay = 10 * time.Minute
 		}
@@ -452,8 +458,8 @@ func (c *Config) Validate() error {
 				return fieldErr(at+"."+field, "%q is not a plain lowercase SQL identifier", v)
 			}
 		}
-		if p.Retries.Attempts < 1 {
-			return fieldErr(at+".retries.attempts", "must be at least 1")
+		if p.Retries.MaxRetries() < 0 {
+			return fieldErr(at+".retries.max", "must not be negative")
 		}
 		for _, a := range p.Alerts {
 			if (a == "slack" && c.Alerts.Slack == nil) || (a == "email" && c.Alerts.Email == nil) {

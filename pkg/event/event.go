@@ -177,3 +177,13 @@ func New(k Kind) (Event, error) {
 	}
 	return nil, fmt.Errorf("unknown event kind %q", k)
 }
+
+// ParseDS parses an execution date. Everything that builds names, keys or SQL from a ds uses
+// the parsed date, never the raw text.
+func ParseDS(ds string) (time.Time, error) {
+	t, err := time.Parse(time.DateOnly, ds)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("execution date %q is not YYYY-MM-DD", ds)
+	}
+	return t, nil
+}

@@ -1,0 +1,262 @@
+// Package app wires sluice services to their shared dependencies: the broker (embedded or
+// external), the router, PostgreSQL and S3 clients, and the /healthz, /readyz and /metrics
+// endpoints. One process can run one service (a Kubernetes Deployment) or all six (`sluice up`).
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/sluice-etl/sluice/pkg/bus"
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/objstore"
+	"github.com/sluice-etl/sluice/pkg/secret"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
+)
+
+// Service builds one service's routes from the shared dependencies.
+type Service struct {
+	Name   string
+	Routes func(ctx context.Context, d *Deps) ([]flow.Route, error)
+}
+
+// Deps are the shared dependencies a service may use; clients open on first use.
+type Deps struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Router   *flow.Router
+	Tracer   *sdktrace.TracerProvider
+	Registry *prometheus.Registry
+
+	mu   sync.Mutex
+	pool *pgxpool.Pool
+	s3   *s3.Client
+}
+
+// Postgres returns the shared connection pool.
+func (d *Deps) Postgres(ctx context.Context) (*pgxpool.Pool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pool != nil {
+		return d.pool, nil
+	}
+	pool, err := pgxpool.New(ctx, d.Config.Postgres.URL.Reveal())
+	if err != nil {
+		// pgx errors can echo the URL; report the reference instead.
+		return nil, fmt.Errorf("postgres (%s): invalid connection settings", d.Config.Postgres.URL)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres (%s): %w", d.Config.Postgres.URL, err)
+	}
+	d.pool = pool
+	return pool, nil
+}
+
+// S3 returns the shared S3 client, creating the bucket if it is missing.
+func (d *Deps) S3(ctx context.Context) (*s3.Client, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.s3 != nil {
+		return d.s3, nil
+	}
+	c, err := objstore.New(ctx, d.Config.S3)
+	if err != nil {
+		return nil, err
+	}
+	if err := objstore.EnsureBucket(ctx, c, d.Config.S3.Bucket); err != nil {
+		return nil, err
+	}
+	d.s3 = c
+	return c, nil
+}
+
+// BusOptions are the broker options from config.
+func BusOptions(cfg *config.Config) bus.Options {
+	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix}
+}
+
+// Options choose how a process connects and what it serves.
+type Options struct {
+	// NATSURL overrides the config's nats.url.
+	NATSURL string
+	// HTTPAddr serves /healthz, /readyz and /metrics when set.
+	HTTPAddr string
+	// NoRouter connects without consuming (CLI commands that only publish or read).
+	NoRouter bool
+}
+
+// Stack is a running process: broker connection (and embedded server), router, HTTP endpoint.
+type Stack struct {
+	*Deps
+	server *server.Server
+	http   *http.Server
+	done   chan error
+	ready  chan struct{}
+}
+
+// Start connects (starting the embedded server when no URL is configured), provisions the
+// broker, builds every service's routes and starts consuming until ctx is cancelled.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options, services ...Service) (*Stack, error) {
+	st := &Stack{done: make(chan error, 1), ready: make(chan struct{})}
+	url := o.NATSURL
+	if url == "" {
+		url = cfg.NATS.URL.Reveal()
+	}
+	if url == "" {
+		ns, err := bus.Embedded(cfg.Path(cfg.NATS.DataDir), cfg.NATS.Listen)
+		if err != nil {
+			return nil, err
+		}
+		st.server = ns
+		url = ns.ClientURL()
+		log.Info("embedded nats started", "url", url, "store", cfg.Path(cfg.NATS.DataDir))
+	}
+	name := "sluice"
+	for _, s := range services {
+		name += "-" + s.Name
+	}
+	nc, js, err := bus.Connect(url, name, log)
+	if err != nil {
+		st.shutdownServer()
+		return nil, err
+	}
+	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Tracer: telemetry.TracerProvider(name), Registry: prometheus.NewRegistry()}
+	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := bus.Provision(ctx, js, BusOptions(cfg)); err != nil {
+		st.close()
+		return nil, err
+	}
+	if st.Router, err = flow.NewRouter(ctx, js, BusOptions(cfg), cfg.Pipelines, st.Tracer, log); err != nil {
+		st.close()
+		return nil, err
+	}
+	var routes []flow.Route
+	for _, s := range services {
+		rs, err := s.Routes(ctx, st.Deps)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("start %s: %w", s.Name, err)
+		}
+		routes = append(routes, rs...)
+	}
+	if o.HTTPAddr != "" {
+		if err := st.serveHTTP(o.HTTPAddr); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
+	if o.NoRouter || len(routes) == 0 {
+		close(st.ready)
+		go func() { <-ctx.Done(); st.close(); st.done <- nil }()
+		return st, nil
+	}
+	go func() {
+		close(st.ready)
+		err := st.Router.Run(ctx, routes...)
+		st.close()
+		st.done <- err
+	}()
+	return st, nil
+}
+
+// Wait blocks until the stack has stopped (after its context is cancelled) and closed.
+func (s *Stack) Wait() error { return <-s.done }
+
+func (s *Stack) serveHTTP(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.NC.Status() != nats.CONNECTED {
+			http.Error(w, "nats: "+s.NC.Status().String(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.http.Serve(ln) }()
+	s.Log.Info("http endpoint", "addr", ln.Addr().String())
+	return nil
+}
+
+// close shuts down in order: HTTP, database, telemetry, NATS, embedded server.
+func (s *Stack) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if s.http != nil {
+		_ = s.http.Shutdown(ctx)
+	}
+	if s.Deps != nil {
+		s.mu.Lock()
+		if s.pool != nil {
+			s.pool.Close()
+		}
+		s.mu.Unlock()
+		_ = s.Tracer.Shutdown(ctx)
+		_ = s.NC.Drain()
+		for i := 0; i < 50 && !s.NC.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	s.shutdownServer()
+}
+
+func (s *Stack) shutdownServer() {
+	if s.server != nil {
+		s.server.Shutdown()
+		s.server.WaitForShutdown()
+	}
+}
+
+// Main is the body of a single-service binary: flags, config, run until signalled.
+func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Writer, svc Service) error {
+	fs := flag.NewFlagSet("sluice-"+svc.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "sluice.yaml", "config file")
+	natsURL := fs.String("nats", "", "NATS URL (overrides nats.url; empty with no nats.url runs an embedded server)")
+	httpAddr := fs.String("http", ":8080", "address for /healthz, /readyz and /metrics")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, lookup)
+	if err != nil {
+		return err
+	}
+	log := telemetry.Logger(stderr, slog.LevelInfo).With("service", svc.Name)
+	st, err := Start(ctx, cfg, log, Options{NATSURL: *natsURL, HTTPAddr: *httpAddr}, svc)
+	if err != nil {
+		return err
+	}
+	log.Info("started")
+	err = st.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,197 @@
+// Package lease enforces one active run per pipeline with a JetStream KV entry that carries a
+// per-key TTL: renewed while the run makes progress, deleted when it ends, and expired by the
+// broker when its holder dies. The fencing token is the KV revision at which the current holder
+// first wrote the lease; revisions only grow, so a newer holder always has a greater token.
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-etl/sluice/pkg/bus"
+)
+
+var (
+	// ErrHeld is returned by Acquire when another run holds the pipeline's lease.
+	ErrHeld = errors.New("lease held by another run")
+	// ErrLost is returned by Renew when this run no longer holds the lease.
+	ErrLost = errors.New("lease lost")
+)
+
+// Holder is the value of a lease entry.
+type Holder struct {
+	RunID      string    `json:"run_id"`
+	DS         string    `json:"ds"`
+	Fence      uint64    `json:"fence"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	RenewedAt  time.Time `json:"renewed_at"`
+}
+
+// HeldError says who holds the lease.
+type HeldError struct{ Holder Holder }
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("lease held by run %s (ds %s) since %s", e.Holder.RunID, e.Holder.DS, e.Holder.AcquiredAt.Format(time.RFC3339))
+}
+func (e *HeldError) Unwrap() error { return ErrHeld }
+
+// Leases acquires, renews and releases pipeline leases.
+type Leases struct {
+	js  jetstream.JetStream
+	kv  jetstream.KeyValue
+	now func() time.Time
+}
+
+// New binds to the lease bucket (provisioned by bus.Provision).
+func New(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
+	kv, err := js.KeyValue(ctx, bus.LeaseBucket)
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket: %w", err)
+	}
+	return &Leases{js: js, kv: kv, now: time.Now}, nil
+}
+
+// Acquire takes the pipeline's lease for runID, or confirms and renews it if runID already holds
+// it (a redelivered message). It returns the holder record with the fencing token.
+func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl time.Duration) (Holder, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		e, err := l.kv.Get(ctx, pipeline)
+		switch {
+		case bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted):
+			now := l.now().UTC()
+			h := Holder{RunID: runID, DS: ds, AcquiredAt: now, RenewedAt: now}
+			rev, err := l.kv.Create(ctx, pipeline, mustJSON(h), jetstream.KeyTTL(ttl))
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // lost a race; look again
+			}
+			if err != nil {
+				return Holder{}, fmt.Errorf("acquire lease %s: %w", pipeline, err)
+			}
+			// Record the token in the value so every later read of the lease agrees on it.
+			h.Fence = rev
+			if _, err := l.write(ctx, pipeline, h, rev, ttl); err != nil {
+				return Holder{}, fmt.Errorf("acquire lease %s: %w", pipeline, err)
+			}
+			return h, nil
+		case err != nil:
+			return Holder{}, fmt.Errorf("read lease %s: %w", pipeline, err)
+		}
+		var h Holder
+		if err := json.Unmarshal(e.Value(), &h); err != nil {
+			return Holder{}, fmt.Errorf("decode lease %s: %w", pipeline, err)
+		}
+		if h.RunID != runID {
+			return Holder{}, &HeldError{Holder: h}
+		}
+		if h.Fence == 0 {
+			h.Fence = e.Revision()
+		}
+		h.RenewedAt = l.now().UTC()
+		if _, err := l.write(ctx, pipeline, h, e.Revision(), ttl); err != nil {
+			if isConflict(err) {
+				continue
+			}
+			return Holder{}, fmt.Errorf("renew lease %s: %w", pipeline, err)
+		}
+		return h, nil
+	}
+	return Holder{}, fmt.Errorf("acquire lease %s: too much contention", pipeline)
+}
+
+// Renew extends runID's lease by ttl. It fails with ErrLost if the lease expired or another run
+// holds it (with a fencing token different from fence).
+func (l *Leases) Renew(ctx context.Context, pipeline, runID string, fence uint64, ttl time.Duration) error {
+	for attempt := 0; attempt < 3; attempt++ {
+		e, err := l.kv.Get(ctx, pipeline)
+		if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return fmt.Errorf("renew lease %s for run %s: expired: %w", pipeline, runID, ErrLost)
+		}
+		if err != nil {
+			return fmt.Errorf("renew lease %s: %w", pipeline, err)
+		}
+		var h Holder
+		if err := json.Unmarshal(e.Value(), &h); err != nil {
+			return fmt.Errorf("decode lease %s: %w", pipeline, err)
+		}
+		if h.RunID != runID || (fence != 0 && h.Fence != fence) {
+			return fmt.Errorf("renew lease %s for run %s: now held by run %s: %w", pipeline, runID, h.RunID, ErrLost)
+		}
+		h.RenewedAt = l.now().UTC()
+		if _, err := l.write(ctx, pipeline, h, e.Revision(), ttl); err != nil {
+			if isConflict(err) {
+				continue
+			}
+			return fmt.Errorf("renew lease %s: %w", pipeline, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("renew lease %s: too much contention", pipeline)
+}
+
+// Release deletes runID's lease; it is a no-op if another run holds it or it expired.
+func (l *Leases) Release(ctx context.Context, pipeline, runID string) error {
+	e, err := l.kv.Get(ctx, pipeline)
+	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("release lease %s: %w", pipeline, err)
+	}
+	var h Holder
+	if err := json.Unmarshal(e.Value(), &h); err != nil || h.RunID != runID {
+		return nil
+	}
+	if err := l.kv.Delete(ctx, pipeline, jetstream.LastRevision(e.Revision())); err != nil && !isConflict(err) {
+		return fmt.Errorf("release lease %s: %w", pipeline, err)
+	}
+	return nil
+}
+
+// Get returns the current holder of the pipeline's lease, if any.
+func (l *Leases) Get(ctx context.Context, pipeline string) (Holder, bool, error) {
+	e, err := l.kv.Get(ctx, pipeline)
+	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return Holder{}, false, nil
+	}
+	if err != nil {
+		return Holder{}, false, err
+	}
+	var h Holder
+	if err := json.Unmarshal(e.Value(), &h); err != nil {
+		return Holder{}, false, err
+	}
+	return h, true, nil
+}
+
+// write stores h if the entry is still at revision rev, with a fresh TTL. kv.Update cannot set
+// a TTL, so this publishes to the bucket's subject the way Update does, plus the TTL header.
+func (l *Leases) write(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (uint64, error) {
+	m := &nats.Msg{Subject: "$KV." + bus.LeaseBucket + "." + pipeline, Header: nats.Header{}, Data: mustJSON(h)}
+	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // Holder always marshals
+	}
+	return b
+}
