@@ -92,17 +92,18 @@ type Email struct {
 
 // Pipeline is one declared pipeline.
 type Pipeline struct {
-	Name         string   `yaml:"name"`
-	Source       Source   `yaml:"source"`
-	Sensor       Sensor   `yaml:"sensor"`
-	Lease        Lease    `yaml:"lease"`
-	Landing      Landing  `yaml:"landing"`
-	Contract     string   `yaml:"contract"`
-	StagingTable string   `yaml:"staging_table"`
-	Target       Target   `yaml:"target"`
-	DBT          Select   `yaml:"dbt"`
-	Retries      Retries  `yaml:"retries"`
-	Alerts       []string `yaml:"alerts"`
+	Name         string  `yaml:"name"`
+	Source       Source  `yaml:"source"`
+	Sensor       Sensor  `yaml:"sensor"`
+	Lease        Lease   `yaml:"lease"`
+	Landing      Landing `yaml:"landing"`
+	Contract     string  `yaml:"contract"`
+	StagingTable string  `yaml:"staging_table"`
+	Target       Target  `yaml:"target"`
+	DBT          Select  `yaml:"dbt"`
+	Retries      Retries `yaml:"retries"`
+	// Alerts lists the channels ("slack", "email") failures go to; default: all configured.
+	Alerts []string `yaml:"alerts"`
 }
 
 // Source is where a ds's file comes from. {ds} in URL is replaced by the date.
@@ -336,8 +337,14 @@ func (c *Config) applyDefaults() {
 		if p.Retries.Delay == 0 {
 			p.Retries.Delay = 10 * time.Minute
 		}
-		if p.Alerts == nil {
-			p.Alerts = []string{"slack", "email"}
+		if p.Alerts == nil { // every configured channel
+			p.Alerts = []string{}
+			if c.Alerts.Slack != nil {
+				p.Alerts = append(p.Alerts, "slack")
+			}
+			if c.Alerts.Email != nil {
+				p.Alerts = append(p.Alerts, "email")
+			}
 		}
 	}
 }
