@@ -1,0 +1,70 @@
+package alerter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/flow"
+)
+
+// slackTimeout bounds one chat.postMessage call; slack-go's default client has no timeout.
+const slackTimeout = 30 * time.Second
+
+// permanentSlackErrors are Slack API errors a retry cannot fix: the token or the channel is wrong
+// or the bot was never invited. Everything else (rate limits, 5xx, network) is retried.
+var permanentSlackErrors = map[string]bool{
+	"invalid_auth":      true,
+	"channel_not_found": true,
+	"not_in_channel":    true,
+}
+
+type slackNotifier struct {
+	client  *slack.Client
+	channel string
+}
+
+func newSlackNotifier(cfg config.Slack) (*slackNotifier, error) {
+	if cfg.Channel == "" {
+		return nil, errors.New("alerts.slack.channel is empty")
+	}
+	token := cfg.Token.Reveal()
+	if token == "" {
+		return nil, fmt.Errorf("alerts.slack.token %s is empty or unresolved", cfg.Token)
+	}
+	opts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: slackTimeout})}
+	if u := cfg.APIURL; u != "" {
+		if !strings.HasSuffix(u, "/") {
+			u += "/" // slack-go appends method names to it
+		}
+		opts = append(opts, slack.OptionAPIURL(u))
+	}
+	return &slackNotifier{client: slack.New(token, opts...), channel: cfg.Channel}, nil
+}
+
+func (s *slackNotifier) send(ctx context.Context, a alert) error {
+	text, blocks, err := slackMessage(a)
+	if err != nil {
+		return flow.Permanent(err)
+	}
+	_, _, err = s.client.PostMessageContext(ctx, s.channel,
+		slack.MsgOptionText(text, false),
+		slack.MsgOptionBlocks(blocks...),
+		slack.MsgOptionDisableLinkUnfurl(),
+	)
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("slack post to %s: %w", s.channel, err)
+	var resp slack.SlackErrorResponse
+	if errors.As(err, &resp) && permanentSlackErrors[resp.Err] {
+		return flow.Permanent(err)
+	}
+	return err
+}
