@@ -38,7 +38,7 @@ func Ensure(ctx context.Context, db DB) error {
 // Call it inside the transaction that does the write, before commit.
 func Check(ctx context.Context, tx pgx.Tx, pipeline, runID string, token uint64) error {
 	if token == 0 {
-		return fmt.Errorf("fence check for %s: run %s carries no fencing token", pipeline, runID)
+		return fmt.Errorf("fence check for %s: run %s carries no fencing token: %w", pipeline, runID, ErrFenced)
 	}
 	tag, err := tx.Exec(ctx, `INSERT INTO sluice_fences (pipeline, token, run_id) VALUES ($1, $2, $3)
 		ON CONFLICT (pipeline) DO UPDATE SET token = EXCLUDED.token, run_id = EXCLUDED.run_id, updated = now()

@@ -27,13 +27,9 @@ var Service = app.Service{Name: "partitioner", Routes: func(ctx context.Context,
 	if err != nil {
 		return nil, err
 	}
-	contracts := map[string]*contract.Contract{}
-	for _, p := range d.Config.Pipelines {
-		c, err := contract.Load(p.Contract, d.Config.Dir)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline %s: %w", p.Name, err)
-		}
-		contracts[p.Name] = c
+	contracts, err := contract.ForPipelines(d.Config.Pipelines, d.Config.Dir)
+	if err != nil {
+		return nil, err
 	}
 	pt := New(pool, contracts)
 	if err := fence.Ensure(ctx, pool); err != nil {

@@ -1,0 +1,120 @@
+package contract
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLoadBuiltIn(t *testing.T) {
+	c, err := Load("orders", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Column{
+		{Name: "order_id", Type: Bigint, Required: true},
+		{Name: "customer_id", Type: Integer, Required: true},
+		{Name: "amount", Type: Numeric, Required: true},
+		{Name: "updated_at", Type: Timestamptz, Required: true},
+	}
+	if c.Name != "orders" || c.Key != "order_id" || c.VersionColumn != "updated_at" || !slices.Equal(c.Columns, want) {
+		t.Fatalf("orders contract = %+v", c)
+	}
+	if !slices.Contains(BuiltIn(), "orders") {
+		t.Fatalf("BuiltIn() = %v, want it to list orders", BuiltIn())
+	}
+}
+
+func TestLoadPath(t *testing.T) {
+	c, err := Load("contracts/events.json", "testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "events" || len(c.Columns) != 6 {
+		t.Fatalf("events contract = %+v", c)
+	}
+	abs, err := filepath.Abs("testdata/contracts/events.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(abs, "/nonexistent"); err != nil {
+		t.Fatalf("absolute path: %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		ref, want string
+	}{
+		{"nosuch", `no built-in contract "nosuch"`},
+		{"../orders", "neither a built-in name"},
+		{"contracts/missing.json", "read contract"},
+		{"contracts/unknown_type.json", `unknown type "uuid"`},
+	} {
+		_, err := Load(tc.ref, "testdata")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%q) = %v, want an error containing %q", tc.ref, err, tc.want)
+		}
+	}
+}
+
+func TestParseValidates(t *testing.T) {
+	const id = `{"name": "id", "type": "bigint", "required": true}`
+	for _, tc := range []struct {
+		name, json, want string
+	}{
+		{"unknown field", `{"name": "a", "key": "id", "colums": [], "columns": [` + id + `]}`, `unknown field "colums"`},
+		{"trailing data", `{"name": "a", "key": "id", "columns": [` + id + `]} {}`, "data after the JSON object"},
+		{"bad name", `{"name": "A b", "key": "id", "columns": [` + id + `]}`, "contract name"},
+		{"no columns", `{"name": "a", "key": "id", "columns": []}`, "declares no columns"},
+		{"unknown type", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "int8"}]}`, `unknown type "int8"`},
+		{"duplicate", `{"name": "a", "key": "id", "columns": [` + id + `, ` + id + `]}`, "declared twice"},
+		{"quoted name", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "Amount", "type": "numeric"}]}`, "not a plain lowercase SQL identifier"},
+		{"reserved", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "run_id", "type": "text"}]}`, "reserved"},
+		{"key missing", `{"name": "a", "columns": [` + id + `]}`, `key "" is not one of its columns`},
+		{"key unknown", `{"name": "a", "key": "nope", "columns": [` + id + `]}`, `key "nope" is not one of its columns`},
+		{"key optional", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "bigint"}]}`, "key id must be a required column"},
+		{"version unknown", `{"name": "a", "key": "id", "version_column": "v", "columns": [` + id + `]}`, `version_column "v" is not one of its columns`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.json))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestStagingDDL(t *testing.T) {
+	c, err := Load("orders", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.StagingDDL("public", "staging_orders", "load_date")
+	want := `CREATE TABLE IF NOT EXISTS "public"."staging_orders" (` +
+		`"order_id" bigint NOT NULL, "customer_id" integer NOT NULL, "amount" numeric NOT NULL, ` +
+		`"updated_at" timestamptz NOT NULL, "load_date" date NOT NULL, "run_id" text NOT NULL)`
+	if got != want {
+		t.Fatalf("StagingDDL =\n%s\nwant\n%s", got, want)
+	}
+
+	ev, err := Load("contracts/events.json", "testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = ev.StagingDDL(`we"ird`, "t", "ds")
+	want = `CREATE TABLE IF NOT EXISTS "we""ird"."t" ("id" bigint NOT NULL, "n" integer, "x" numeric, "note" text, "day" date, ` +
+		`"at" timestamptz NOT NULL, "ds" date NOT NULL, "run_id" text NOT NULL)`
+	if got != want {
+		t.Fatalf("StagingDDL =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestBuiltInContractsAreValid(t *testing.T) {
+	for _, name := range BuiltIn() {
+		if _, err := Load(name, ""); err != nil {
+			t.Errorf("built-in contract %s: %v", name, err)
+		}
+	}
+}

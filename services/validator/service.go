@@ -1,0 +1,40 @@
+package validator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluice-etl/sluice/pkg/app"
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
+	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/flow"
+)
+
+// Service is the validator as an app service.
+var Service = app.Service{Name: "validator", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
+	pool, err := d.Postgres(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s3c, err := d.S3(ctx)
+	if err != nil {
+		return nil, err
+	}
+	contracts, err := contract.ForPipelines(d.Config.Pipelines, d.Config.Dir)
+	if err != nil {
+		return nil, err
+	}
+	v := New(pool, s3c, d.Log.With("service", "validator"))
+	if err := v.Prepare(ctx, d.Config.Pipelines, contracts); err != nil {
+		return nil, err
+	}
+	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		c, ok := contracts[p.Name]
+		if !ok {
+			return nil, flow.Permanent(fmt.Errorf("no data contract loaded for pipeline %s", p.Name))
+		}
+		return v.Handle(ctx, *p, c, in.(*event.Landed))
+	}
+	return []flow.Route{{Step: "validator", Consumes: event.KindLanded, Handle: handle}}, nil
+}}

@@ -1,0 +1,302 @@
+// Package validator is sluice's validate step: it streams a landed raw file from S3 through the
+// pipeline's data contract into the pipeline's staging table, replacing that ds's slice in one
+// transaction that also checks the bytes against the landed checksum and the run's fencing token.
+// So a staging slice is always either one whole, verified file loaded by the newest run, or what
+// was there before; bad data fails the run at once (permanent), anything else is retried.
+package validator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
+	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/fence"
+	"github.com/sluice-etl/sluice/pkg/flow"
+)
+
+// Validator loads landed files into staging tables.
+type Validator struct {
+	pool *pgxpool.Pool
+	s3   *s3.Client
+	log  *slog.Logger
+}
+
+// New returns a Validator writing through pool and reading objects with s3c.
+func New(pool *pgxpool.Pool, s3c *s3.Client, log *slog.Logger) *Validator {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Validator{pool: pool, s3: s3c, log: log}
+}
+
+// prepareLock serialises Prepare across replicas: concurrent CREATE TABLE IF NOT EXISTS of the
+// same table can fail with a unique violation in PostgreSQL's catalog.
+const prepareLock = "sluice.validator.prepare"
+
+// Prepare creates the staging table of each pipeline (and the fence table via fence.Ensure), and
+// checks that an existing staging table has the columns the contract needs. contracts is keyed
+// by pipeline name (see contract.ForPipelines). Call it once at start.
+func (v *Validator) Prepare(ctx context.Context, pipelines []config.Pipeline, contracts map[string]*contract.Contract) error {
+	tx, err := v.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("prepare staging: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", prepareLock); err != nil {
+		return fmt.Errorf("prepare staging: %w", err)
+	}
+	if err := fence.Ensure(ctx, tx); err != nil {
+		return err
+	}
+	for _, p := range pipelines {
+		c, ok := contracts[p.Name]
+		if !ok {
+			return fmt.Errorf("pipeline %s: no contract loaded", p.Name)
+		}
+		if err := prepareStaging(ctx, tx, p, c); err != nil {
+			return fmt.Errorf("pipeline %s: staging table %s.%s: %w", p.Name, p.Target.Schema, p.StagingTable, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("prepare staging: commit: %w", err)
+	}
+	return nil
+}
+
+func prepareStaging(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract) error {
+	part := p.Target.PartitionColumn
+	if _, clash := c.Column(part); clash || part == contract.RunIDColumn {
+		return fmt.Errorf("partition column %s clashes with a column of contract %s", part, c.Name)
+	}
+	// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the schema
+	// exists, so only issue it when the schema is really missing.
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", p.Target.Schema).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema: %w", err)
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{p.Target.Schema}.Sanitize()); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, c.StagingDDL(p.Target.Schema, p.StagingTable, part)); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	// Slices of every ds accumulate; each load deletes one, and dbt reads one.
+	index := p.StagingTable + "_" + part + "_idx"
+	if len(index) > 63 {
+		index = index[:63]
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
+		pgx.Identifier{index}.Sanitize(), pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), pgx.Identifier{part}.Sanitize())); err != nil {
+		return fmt.Errorf("create index: %w", err)
+	}
+	return checkShape(ctx, tx, p, c)
+}
+
+// pgTypes maps contract types to what format_type() calls them.
+var pgTypes = map[contract.Type]string{
+	contract.Bigint:      "bigint",
+	contract.Integer:     "integer",
+	contract.Numeric:     "numeric",
+	contract.Text:        "text",
+	contract.Date:        "date",
+	contract.Timestamptz: "timestamp with time zone",
+}
+
+// checkShape fails when a table created for an older contract lacks a column or types it
+// differently: otherwise every COPY would fail on the server and be retried in vain.
+func checkShape(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract) error {
+	rows, err := tx.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
+		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize())
+	if err != nil {
+		return fmt.Errorf("read columns: %w", err)
+	}
+	have := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return fmt.Errorf("read columns: %w", err)
+		}
+		have[name] = typ
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read columns: %w", err)
+	}
+	want := make([][2]string, 0, len(c.Columns)+2)
+	for _, col := range c.Columns {
+		want = append(want, [2]string{col.Name, pgTypes[col.Type]})
+	}
+	want = append(want, [2]string{p.Target.PartitionColumn, "date"}, [2]string{contract.RunIDColumn, "text"})
+	var problems []string
+	for _, w := range want {
+		typ, ok := have[w[0]]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("column %s is missing", w[0]))
+		case typ != w[1] && !(w[1] == "numeric" && strings.HasPrefix(typ, "numeric(")):
+			problems = append(problems, fmt.Sprintf("column %s is %s, the contract needs %s", w[0], typ, w[1]))
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("exists with another shape than contract %s: %s (migrate or drop it)", c.Name, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Handle streams the landed object from S3 through contract c into p's staging table, replacing
+// the slice of in.DS. A contract violation is permanent; the staging table is then unchanged.
+func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed) (*event.Validated, error) {
+	ds, err := time.Parse(time.DateOnly, in.DS)
+	if err != nil {
+		return nil, flow.Permanentf("ds %q is not a date: %w", in.DS, err)
+	}
+	obj := in.Object
+	where := "s3://" + obj.Bucket + "/" + obj.Key
+	get := &s3.GetObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)}
+	if obj.VersionID != "" {
+		get.VersionId = aws.String(obj.VersionID)
+	}
+	out, err := v.s3.GetObject(ctx, get)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", where, err)
+	}
+	defer out.Body.Close()
+	if out.ContentLength != nil && *out.ContentLength != obj.Size {
+		return nil, fmt.Errorf("%s is %d bytes, the landed event says %d: the object changed since it landed", where, *out.ContentLength, obj.Size)
+	}
+	body := &checksum{r: out.Body, h: sha256.New()}
+
+	start := time.Now()
+	n, err := v.load(ctx, p, c, in, ds, body)
+	if errors.Is(err, contract.ErrContract) {
+		// Condemn only the bytes the event names: if the object changed since it landed, the
+		// violation may belong to another file, so let the run retry instead.
+		if _, rerr := io.Copy(io.Discard, body); rerr != nil {
+			return nil, fmt.Errorf("read %s: %w", where, rerr)
+		}
+		if merr := body.verify(obj); merr != nil {
+			return nil, fmt.Errorf("%s: %w", where, merr)
+		}
+		return nil, flow.Permanent(fmt.Errorf("%s: %w", where, err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	table := p.Target.Schema + "." + p.StagingTable
+	v.log.InfoContext(ctx, "staging slice replaced", "pipeline", p.Name, "ds", in.DS, "run_id", in.RunID,
+		"table", table, "rows", n, "bytes", body.n, "duration", time.Since(start))
+	return &event.Validated{Run: in.Run, Object: in.Object, StagingTable: table, Rows: n}, nil
+}
+
+// load replaces the ds slice in one transaction: delete, COPY, verify checksum, check fence.
+func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed, ds time.Time, body *checksum) (int64, error) {
+	rd, err := contract.NewReader(body, c)
+	if err != nil {
+		return 0, err
+	}
+	table := pgx.Identifier{p.Target.Schema, p.StagingTable}
+	tx, err := v.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// Two loads of one slice at once (a redelivery while the first attempt still runs, or a run
+	// that lost its lease) would each delete only the rows they can see and both insert; take
+	// turns instead. The loser then deletes the winner's rows, or fails its fence check.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+		"sluice.staging:"+table.Sanitize()+":"+in.DS); err != nil {
+		return 0, fmt.Errorf("lock staging slice: %w", err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1", table.Sanitize(),
+		pgx.Identifier{p.Target.PartitionColumn}.Sanitize()), ds); err != nil {
+		return 0, fmt.Errorf("delete staging slice %s: %w", in.DS, err)
+	}
+	columns := append(c.ColumnNames(), p.Target.PartitionColumn, contract.RunIDColumn)
+	src := &stagingRows{rd: rd, extra: []any{ds, in.RunID}}
+	n, err := tx.CopyFrom(ctx, table, columns, src)
+	if rerr := rd.Err(); rerr != nil {
+		// pgx reports the server's answer to the aborted COPY; the reader's error is the cause.
+		err = rerr
+	}
+	if err != nil {
+		if errors.Is(err, contract.ErrContract) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("copy into %s: %w", table.Sanitize(), err)
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return 0, fmt.Errorf("read s3://%s/%s: %w", in.Object.Bucket, in.Object.Key, err)
+	}
+	if err := body.verify(in.Object); err != nil {
+		return 0, fmt.Errorf("s3://%s/%s: %w", in.Object.Bucket, in.Object.Key, err)
+	}
+	if err := fence.Check(ctx, tx, p.Name, in.RunID, in.Fence); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit staging slice %s: %w", in.DS, err)
+	}
+	return n, nil
+}
+
+// stagingRows feeds COPY one record at a time from the contract reader, adding the partition
+// column (ds) and run_id.
+type stagingRows struct {
+	rd    *contract.Reader
+	extra []any
+	row   []any
+}
+
+func (s *stagingRows) Next() bool {
+	if !s.rd.Next() {
+		return false
+	}
+	s.row = append(append(s.row[:0], s.rd.Values()...), s.extra...)
+	return true
+}
+
+func (s *stagingRows) Values() ([]any, error) { return s.row, nil }
+
+func (s *stagingRows) Err() error { return s.rd.Err() }
+
+// checksum hashes and counts the bytes read through it.
+type checksum struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *checksum) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// verify compares what was read with the landed object's size and sha256. A mismatch is not
+// permanent: the object may have been rewritten by a newer run since it landed.
+func (c *checksum) verify(obj event.Object) error {
+	sum := hex.EncodeToString(c.h.Sum(nil))
+	if c.n != obj.Size || !strings.EqualFold(sum, obj.SHA256) {
+		return fmt.Errorf("read %d bytes with sha256 %s, the landed event says %d bytes with sha256 %s: the object changed since it landed",
+			c.n, sum, obj.Size, obj.SHA256)
+	}
+	return nil
+}
