@@ -1,0 +1,29 @@
+{#- Fencing for the upsert. The sensor's lease carries a fencing token (the KV revision, which only
+    grows); every writer records it in sluice_fences inside its own transaction and refuses to
+    commit when a greater token is already there (pkg/fence does the same in Go). As a pre-hook
+    this runs inside the model's transaction, before the delete+insert, so a run that lost its
+    lease cannot upsert, and the row lock it takes serialises it with a newer run.
+    The runner passes vars pipeline and fence; without them (a manual dbt run) nothing is checked. -#}
+{% macro sluice_fence_check() %}
+  {%- set token = var('fence', none) -%}
+  {%- if token is none or token | int == 0 -%}
+    select 1 /* sluice: no fencing token given */
+  {%- else -%}
+    {%- set pipeline = var('pipeline') | string -%}
+    {%- set run_id = var('run_id') | string -%}
+    {%- if not modules.re.fullmatch('[a-z][a-z0-9_]{0,62}', pipeline) or not modules.re.fullmatch('[A-Za-z0-9_-]{1,64}', run_id) -%}
+      {{ exceptions.raise_compiler_error("vars pipeline and run_id must be plain names") }}
+    {%- endif -%}
+    do $sluice_fence$
+    begin
+      insert into sluice_fences (pipeline, token, run_id) values ('{{ pipeline }}', {{ token | int }}, '{{ run_id }}')
+      on conflict (pipeline) do update
+        set token = excluded.token, run_id = excluded.run_id, updated = now()
+        where sluice_fences.token <= excluded.token;
+      if not found then
+        raise exception 'fenced: a newer run holds the lease of pipeline {{ pipeline }} (run {{ run_id }}, token {{ token | int }})';
+      end if;
+    end
+    $sluice_fence$
+  {%- endif -%}
+{% endmacro %}

@@ -1,0 +1,354 @@
+package dbtrunner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/fence"
+	"github.com/sluice-etl/sluice/pkg/flow"
+)
+
+// profileName is the profile and target the runner writes and selects with --profile/--target,
+// so it does not depend on what dbt_project.yml calls its profile.
+const profileName = "sluice"
+
+// passwordVar carries the password. dbt scrubs DBT_ENV_SECRET_* values from its logs and refuses
+// them outside profiles, so even a debug log of the run does not show it.
+const passwordVar = "DBT_ENV_SECRET_SLUICE_PG_PASSWORD"
+
+// profileYAML is written for every invocation. It holds only references to environment
+// variables: no connection setting, above all no password, lands in a file or on a command line.
+const profileYAML = `# written by sluice's dbt runner for one invocation; values come from its environment
+` + profileName + `:
+  target: ` + profileName + `
+  outputs:
+    ` + profileName + `:
+      type: postgres
+      host: "{{ env_var('SLUICE_PG_HOST') }}"
+      port: "{{ env_var('SLUICE_PG_PORT') | as_number }}"
+      user: "{{ env_var('SLUICE_PG_USER') }}"
+      password: "{{ env_var('` + passwordVar + `') }}"
+      dbname: "{{ env_var('SLUICE_PG_DBNAME') }}"
+      schema: "{{ env_var('SLUICE_PG_SCHEMA') }}"
+      sslmode: "{{ env_var('SLUICE_PG_SSLMODE') }}"
+      threads: %d
+`
+
+// connEnv is the environment the profile reads, from a parsed connection. schema is where dbt
+// builds its models (the pipeline's target schema).
+func connEnv(c *pgconn.Config, schema string) []string {
+	return []string{
+		"SLUICE_PG_HOST=" + c.Host,
+		"SLUICE_PG_PORT=" + strconv.Itoa(int(c.Port)),
+		"SLUICE_PG_USER=" + c.User,
+		passwordVar + "=" + c.Password,
+		"SLUICE_PG_DBNAME=" + c.Database,
+		"SLUICE_PG_SCHEMA=" + schema,
+		"SLUICE_PG_SSLMODE=" + sslMode(c),
+	}
+}
+
+// sslMode recovers libpq's sslmode from the TLS settings pgconn derived from it (pgconn keeps
+// no copy of the text). Certificate files given in the URL are not carried over; set them with
+// PGSSLROOTCERT, PGSSLCERT and PGSSLKEY, which both pgx and dbt's libpq read.
+func sslMode(c *pgconn.Config) string {
+	plainFallback, tlsFallback := false, false
+	for _, f := range c.Fallbacks {
+		if f.Host != c.Host || f.Port != c.Port {
+			continue
+		}
+		if f.TLSConfig == nil {
+			plainFallback = true
+		} else {
+			tlsFallback = true
+		}
+	}
+	switch t := c.TLSConfig; {
+	case t == nil && tlsFallback:
+		return "allow"
+	case t == nil:
+		return "disable"
+	case plainFallback:
+		return "prefer"
+	case !t.InsecureSkipVerify:
+		return "verify-full"
+	case t.VerifyPeerCertificate != nil:
+		return "verify-ca"
+	default:
+		return "require"
+	}
+}
+
+// inherited are the variables dbt gets from the service's environment; everything else (the
+// service's own secrets included) stays out of the subprocess.
+var inherited = []string{"PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+	"PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL", "PGCONNECT_TIMEOUT"}
+
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(inherited, k) || strings.HasPrefix(k, "LC_") || (strings.HasPrefix(k, "DBT_") && !strings.HasPrefix(k, "DBT_ENV_SECRET_")) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "DBT_SEND_ANONYMOUS_USAGE_STATS=false")
+}
+
+// invocation is one run's dbt workspace: a temp dir holding the profile, target and logs.
+type invocation struct {
+	r        *Runner
+	dir      string
+	env      []string
+	vars     string
+	pipeline string
+	ds       string
+	runID    string
+	password string
+}
+
+func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64) (*invocation, error) {
+	dir, err := os.MkdirTemp("", "sluice-dbt-"+p.Name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("dbt workspace: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "profiles.yml"), fmt.Appendf(nil, profileYAML, r.threads), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("dbt profile: %w", err)
+	}
+	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name}
+	if token != 0 {
+		vars["fence"] = token
+	}
+	b, err := json.Marshal(vars)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return &invocation{r: r, dir: dir, env: append(baseEnv(), connEnv(&r.pg.Config, p.Target.Schema)...),
+		vars: string(b), pipeline: p.Name, ds: ds, runID: runID, password: r.pg.Password}, nil
+}
+
+func (inv *invocation) close() { _ = os.RemoveAll(inv.dir) }
+
+func (inv *invocation) target(name string) string { return filepath.Join(inv.dir, "target", name) }
+
+// redact removes the password from text dbt printed, in case a driver message ever echoes it.
+func (inv *invocation) redact(s string) string {
+	if inv.password == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, inv.password, "xxxxx")
+}
+
+// run runs one dbt command. On ctx cancellation dbt is interrupted (it cancels its queries) and
+// killed if it has not exited after CancelGrace.
+func (inv *invocation) run(ctx context.Context, args ...string) (output string, err error) {
+	args = append(args,
+		"--vars", inv.vars,
+		"--project-dir", inv.r.projectDir,
+		"--profiles-dir", inv.dir,
+		"--profile", profileName,
+		"--target", profileName,
+		"--target-path", filepath.Join(inv.dir, "target"),
+		"--log-path", filepath.Join(inv.dir, "logs"),
+		"--no-use-colors")
+	cmd := exec.CommandContext(ctx, inv.r.dbt, args...)
+	cmd.Dir = inv.dir
+	cmd.Env = inv.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = inv.r.CancelGrace
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		return inv.redact(out.String()), fmt.Errorf("stopped: %w", context.Cause(ctx))
+	}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		return "", fmt.Errorf("start dbt: %w", err)
+	}
+	return inv.redact(out.String()), err
+}
+
+// build runs `dbt build` on the selection and returns its node results; the error is classified
+// for the router (permanent, fenced, or transient).
+func (inv *invocation) build(ctx context.Context, log *slog.Logger, selection string) ([]nodeResult, error) {
+	sel := strings.Fields(selection)
+	if len(sel) == 0 {
+		return nil, flow.Permanentf("pipeline %s has an empty dbt selection", inv.pipeline)
+	}
+	ctx, span := tracer(ctx).Start(ctx, "dbt build", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("dbt.select", selection)))
+	defer span.End()
+
+	out, runErr := inv.run(ctx, append([]string{"build", "--select"}, sel...)...)
+	if ctx.Err() != nil {
+		span.SetStatus(codes.Error, runErr.Error())
+		return nil, runErr
+	}
+	results, readErr := readRunResults(inv.target("run_results.json"))
+	if readErr == nil {
+		for i := range results {
+			results[i].Message = inv.redact(results[i].Message)
+		}
+		nodeSpans(ctx, results, inv.target("manifest.json"))
+	}
+	err := classify(results, readErr, runErr, out)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		log.Warn("dbt build failed", "err", err, "output", tail(out, 4000))
+		return results, err
+	}
+	if len(results) == 0 {
+		return nil, flow.Permanentf("dbt selection %q matched no nodes", selection)
+	}
+	log.Debug("dbt build output", "output", tail(out, 4000))
+	return results, nil
+}
+
+// failed are the statuses of nodes that did not succeed (run and test statuses both).
+var failed = map[string]bool{"error": true, "fail": true, "runtime error": true, "partial success": true}
+
+// classify turns a dbt outcome into the router's error classes: a failing model, test or compile
+// step can never succeed on retry (permanent); a lost lease is fenced; a database that could not
+// be reached, or a failure dbt gave no reason for, is transient.
+func classify(results []nodeResult, readErr, runErr error, out string) error {
+	var bad []nodeResult
+	for _, r := range results {
+		if failed[r.Status] {
+			bad = append(bad, r)
+		}
+	}
+	if len(bad) > 0 {
+		msg := describe(bad)
+		transientOnly := true
+		for _, r := range bad {
+			if strings.Contains(r.Message, "fenced:") {
+				return fmt.Errorf("%s: %w", msg, fence.ErrFenced)
+			}
+			transientOnly = transientOnly && isTransient(r.Message)
+		}
+		if transientOnly {
+			return errors.New(msg)
+		}
+		return flow.Permanent(errors.New(msg))
+	}
+	if runErr != nil {
+		cause := dbtError(out)
+		switch {
+		case isTransient(cause):
+			return fmt.Errorf("%v: %s", runErr, cause)
+		case isDeterministic(cause):
+			return flow.Permanent(fmt.Errorf("%v: %s", runErr, cause))
+		default:
+			return fmt.Errorf("%v: %s", runErr, cause)
+		}
+	}
+	if readErr != nil {
+		return readErr
+	}
+	return nil
+}
+
+// describe names the failing nodes and why, on one line.
+func describe(bad []nodeResult) string {
+	const show = 5
+	parts := make([]string, 0, show+1)
+	for i, r := range bad {
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(bad)-show))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %s: %s", r.UniqueID, r.Status, oneLine(r.Message, 600)))
+	}
+	noun := "nodes"
+	if len(bad) == 1 {
+		noun = "node"
+	}
+	return fmt.Sprintf("%d %s failed: %s", len(bad), noun, strings.Join(parts, "; "))
+}
+
+// oneLine flattens a dbt message, dropping the lines that only point at local files.
+func oneLine(msg string, limit int) string {
+	var keep []string
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "compiled code at ") || strings.HasPrefix(l, "> ") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	s := strings.Join(keep, " ")
+	if len(s) > limit {
+		s = s[:limit] + "…"
+	}
+	return s
+}
+
+// dbtError is what dbt said after "Encountered an error:" (how it reports failures outside any
+// node, such as a connection refused while it reads the catalog), or the end of its output.
+func dbtError(out string) string {
+	if i := strings.LastIndex(out, "Encountered an error:"); i >= 0 {
+		return oneLine(out[i+len("Encountered an error:"):], 1000)
+	}
+	return oneLine(tail(out, 1000), 1000)
+}
+
+// transientMarkers are libpq/PostgreSQL messages for conditions that pass: the server is
+// unreachable, restarting or overloaded, or the transaction lost a race.
+var transientMarkers = []string{
+	"could not connect", "connection refused", "connection to server", "could not translate host name",
+	"timeout expired", "timed out", "server closed the connection", "terminating connection",
+	"the database system is starting up", "the database system is shutting down",
+	"the database system is in recovery mode", "too many clients", "remaining connection slots",
+	"ssl syscall error", "connection already closed", "could not receive data from server",
+	"could not send data to server", "no connection to the server", "network is unreachable",
+	"no route to host", "deadlock detected", "could not serialize access",
+	"canceling statement due to conflict with recovery", "canceling statement due to lock timeout",
+	"could not obtain lock",
+}
+
+func isTransient(msg string) bool {
+	msg = strings.ToLower(msg)
+	for _, m := range transientMarkers {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// isDeterministic recognises dbt's own error classes for a broken project, profile or database
+// object, which the same input reproduces.
+func isDeterministic(msg string) bool {
+	for _, m := range []string{"Parsing Error", "Compilation Error", "Runtime Error", "Database Error", "Dependency Error", "Could not find profile"} {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}

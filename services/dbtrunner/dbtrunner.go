@@ -1,0 +1,225 @@
+// Package dbtrunner is the step that upserts a partitioned day into the target table: on
+// `partitioned` it counts what the day will insert, update and leave unchanged, runs `dbt build`
+// on the pipeline's selection (the dbt project's incremental model does the upsert), turns dbt's
+// run_results.json into per-node results and trace spans, publishes `dbt docs generate` output to
+// S3 under docs/<pipeline>/<ds>/<run_id>/, and returns the `completed` event. dbt runs as a
+// subprocess with a per-invocation profile and target directory, so concurrent runs do not clash;
+// its connection settings reach it through environment variables, never a file or argument.
+package dbtrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/fence"
+	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
+)
+
+// The upsert contract (DESIGN.md, "Data model"): rows are identified by keyColumn and versioned
+// by versionColumn. The dbt model and the counting query below must agree on both.
+const (
+	keyColumn     = "order_id"
+	versionColumn = "updated_at"
+)
+
+// Runner runs dbt for partitioned days.
+type Runner struct {
+	dbt        string
+	projectDir string
+	threads    int
+	pg         *pgx.ConnConfig
+	s3         *s3.Client
+	bucket     string
+	log        *slog.Logger
+	// CancelGrace is how long dbt gets to cancel its queries and exit after ctx is cancelled
+	// (it is sent an interrupt) before it is killed.
+	CancelGrace time.Duration
+}
+
+// New returns a Runner. dbt is the executable (a path, or a name looked up in PATH), projectDir
+// the dbt project, threads dbt's thread count, pgURL the resolved PostgreSQL URL, and s3c and
+// bucket where docs are published.
+func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, bucket string, log *slog.Logger) (*Runner, error) {
+	exe, err := exec.LookPath(dbt)
+	if err != nil {
+		return nil, fmt.Errorf("dbt executable %q: %w", dbt, err)
+	}
+	// dbt runs in a temp dir, where a relative path would no longer resolve.
+	if exe, err = filepath.Abs(exe); err != nil {
+		return nil, fmt.Errorf("dbt executable %q: %w", dbt, err)
+	}
+	if _, err := os.Stat(filepath.Join(projectDir, "dbt_project.yml")); err != nil {
+		return nil, fmt.Errorf("dbt project: %w", err)
+	}
+	abs, err := filepath.Abs(projectDir)
+	if err != nil {
+		return nil, fmt.Errorf("dbt project: %w", err)
+	}
+	if threads < 1 {
+		return nil, fmt.Errorf("dbt threads must be at least 1, got %d", threads)
+	}
+	pg, err := pgx.ParseConfig(pgURL)
+	if err != nil {
+		// Parse errors can echo parts of the URL; say only that it is invalid.
+		return nil, errors.New("postgres url: invalid connection settings")
+	}
+	if s3c == nil || bucket == "" {
+		return nil, errors.New("dbt docs need an S3 client and bucket")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{dbt: exe, projectDir: abs, threads: threads, pg: pg, s3: s3c, bucket: bucket,
+		log: log, CancelGrace: 15 * time.Second}, nil
+}
+
+// runIDRe is what a run id may look like (a ULID fits); it ends up in an S3 key and in dbt vars.
+var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// counts is what a day's upsert does to the target, computed before dbt runs.
+type counts struct {
+	Inserted  int64 // order_id not in the target yet
+	Updated   int64 // in the target with a strictly older version
+	Unchanged int64 // in the target with the same or a newer version
+}
+
+// Handle runs dbt for one partitioned ds and returns the completed event.
+func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partitioned) (*event.Completed, error) {
+	if in.Pipeline != p.Name {
+		return nil, flow.Permanentf("event for pipeline %q handled as pipeline %q", in.Pipeline, p.Name)
+	}
+	day, err := event.ParseDS(in.DS)
+	if err != nil {
+		return nil, flow.Permanent(err)
+	}
+	ds := day.Format(time.DateOnly)
+	if !runIDRe.MatchString(in.RunID) {
+		return nil, flow.Permanentf("run id %q is not a plain token", in.RunID)
+	}
+	log := r.log.With("pipeline", p.Name, "ds", ds, "run_id", in.RunID, "trace_id", telemetry.TraceID(ctx))
+
+	plan, err := r.count(ctx, p, ds, in.Fence != 0)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("upsert planned", "inserted", plan.Inserted, "updated", plan.Updated, "unchanged", plan.Unchanged)
+
+	inv, err := r.newInvocation(p, ds, in.RunID, in.Fence)
+	if err != nil {
+		return nil, err
+	}
+	defer inv.close()
+
+	started := time.Now()
+	results, err := inv.build(ctx, log, p.DBT.Select)
+	if err != nil {
+		return nil, fmt.Errorf("dbt build: %w", err)
+	}
+	models := modelResults(results)
+	for _, m := range models {
+		if isTargetModel(m.Node, p.Target.Table) && m.RowsAffected != plan.Inserted+plan.Updated {
+			// Not an error (the data is right either way), but it means something else wrote the
+			// target between the count and the upsert, which the lease should have prevented.
+			log.Warn("dbt upserted a different number of rows than counted", "node", m.Node,
+				"rows_affected", m.RowsAffected, "counted", plan.Inserted+plan.Updated)
+		}
+	}
+	log.Info("dbt build done", "nodes", len(models), "duration_ms", time.Since(started).Milliseconds())
+
+	docsKey, err := inv.publishDocs(ctx, log, r.s3, r.bucket)
+	if err != nil {
+		return nil, fmt.Errorf("dbt docs: %w", err)
+	}
+	log.Info("dbt docs published", "bucket", r.bucket, "key", docsKey)
+
+	return &event.Completed{
+		Run:       in.Run,
+		Object:    in.Object,
+		Table:     in.Table,
+		Partition: in.Partition,
+		Staged:    in.Rows,
+		Inserted:  plan.Inserted,
+		Updated:   plan.Updated,
+		Unchanged: plan.Unchanged,
+		Models:    models,
+		DocsKey:   docsKey,
+	}, nil
+}
+
+// count computes, in one query, what upserting ds's staging slice into the target will do: the
+// slice deduplicated by order_id (latest updated_at wins, as in the dbt model) left-joined to the
+// target. With ensureFences it also makes sure the fencing table the model's pre-hook writes
+// exists.
+func (r *Runner) count(ctx context.Context, p config.Pipeline, ds string, ensureFences bool) (_ counts, err error) {
+	ctx, span := tracer(ctx).Start(ctx, "count upsert", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.collection.name", p.Target.Schema+"."+p.Target.Table)))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	conn, err := pgx.ConnectConfig(ctx, r.pg.Copy())
+	if err != nil {
+		return counts{}, fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if ensureFences {
+		if err := fence.Ensure(ctx, conn); err != nil {
+			return counts{}, err
+		}
+	}
+	var c counts
+	err = conn.QueryRow(ctx, countSQL(p), ds).Scan(&c.Inserted, &c.Updated, &c.Unchanged)
+	if err != nil {
+		err = fmt.Errorf("count upsert of %s.%s into %s.%s: %w", p.Target.Schema, p.StagingTable, p.Target.Schema, p.Target.Table, err)
+		var pe *pgconn.PgError
+		// Class 42 (undefined table or column, no privilege) will not fix itself on retry.
+		if errors.As(err, &pe) && len(pe.Code) == 5 && pe.Code[:2] == "42" {
+			return counts{}, flow.Permanent(err)
+		}
+		return counts{}, err
+	}
+	return c, nil
+}
+
+// isTargetModel reports whether a dbt node is the model named like the target table.
+func isTargetModel(node, table string) bool {
+	return strings.HasPrefix(node, "model.") && strings.HasSuffix(node, "."+table)
+}
+
+func countSQL(p config.Pipeline) string {
+	key, version := pgx.Identifier{keyColumn}.Sanitize(), pgx.Identifier{versionColumn}.Sanitize()
+	return fmt.Sprintf(`WITH s AS (
+	SELECT DISTINCT ON (%[1]s) %[1]s, %[2]s
+	FROM %[3]s
+	WHERE %[4]s = $1::date
+	ORDER BY %[1]s, %[2]s DESC
+)
+SELECT count(*) FILTER (WHERE t.%[1]s IS NULL),
+       count(*) FILTER (WHERE t.%[2]s < s.%[2]s),
+       count(*) FILTER (WHERE t.%[2]s >= s.%[2]s)
+FROM s LEFT JOIN %[5]s AS t ON t.%[1]s = s.%[1]s`,
+		key, version,
+		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), // where the validator loads it
+		pgx.Identifier{p.Target.PartitionColumn}.Sanitize(),
+		pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize())
+}

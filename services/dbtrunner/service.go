@@ -1,0 +1,37 @@
+package dbtrunner
+
+import (
+	"context"
+	"strings"
+
+	"github.com/sluice-etl/sluice/pkg/app"
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/flow"
+)
+
+// Service is the dbt runner as an app service.
+var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
+	s3c, err := d.S3(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := d.Config
+	exe := cfg.DBT.Executable
+	if strings.ContainsRune(exe, '/') {
+		exe = cfg.Path(exe) // a relative path is relative to the config file; a bare name is looked up in PATH
+	}
+	r, err := New(exe, cfg.Path(cfg.DBT.ProjectDir), cfg.DBT.Threads, cfg.Postgres.URL.Reveal(), s3c, cfg.S3.Bucket,
+		d.Log.With("service", "dbtrunner"))
+	if err != nil {
+		return nil, err
+	}
+	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		out, err := r.Handle(ctx, *p, in.(*event.Partitioned))
+		if err != nil {
+			return nil, err // not a typed nil *event.Completed, which the router would publish
+		}
+		return out, nil
+	}
+	return []flow.Route{{Step: "dbtrunner", Consumes: event.KindPartitioned, Handle: handle}}, nil
+}}
