@@ -119,7 +119,8 @@ func (r *Router) pull(ctx, work context.Context, cons jetstream.Consumer, rt Rou
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+			idle := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
+			if ctx.Err() == nil && !idle {
 				r.log.Warn("fetch failed", "step", rt.Step, "err", err)
 				time.Sleep(200 * time.Millisecond)
 			}
@@ -167,7 +168,9 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	})
 
 	// Every step after the sensor runs under the lease the sensor took: confirm it before work.
-	if run.Fence != 0 {
+	// Consumers of a run's final events (the alerter) act after the lease is gone.
+	holdsLease := run.Fence != 0 && !terminal(rt.Consumes)
+	if holdsLease {
 		if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil {
 			if errors.Is(err, lease.ErrLost) {
 				r.fail(ctx, rt, msg, run, attempt, "fenced", err)
@@ -178,7 +181,7 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		}
 	}
 
-	stop := r.heartbeat(ctx, msg, p, run)
+	stop := r.heartbeat(ctx, msg, p, run, holdsLease)
 	out, err := r.call(ctx, rt, p, in)
 	stop()
 
@@ -244,9 +247,9 @@ func (r *Router) call(ctx context.Context, rt Route, p *config.Pipeline, in even
 }
 
 // heartbeat keeps a long handler's message and lease alive.
-func (r *Router) heartbeat(ctx context.Context, msg jetstream.Msg, p *config.Pipeline, run *event.Run) (stop func()) {
+func (r *Router) heartbeat(ctx context.Context, msg jetstream.Msg, p *config.Pipeline, run *event.Run, holdsLease bool) (stop func()) {
 	every := 10 * time.Second
-	if run.Fence != 0 && p.Lease.TTL/3 < every {
+	if holdsLease && p.Lease.TTL/3 < every {
 		every = p.Lease.TTL / 3
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -261,7 +264,7 @@ func (r *Router) heartbeat(ctx context.Context, msg jetstream.Msg, p *config.Pip
 				return
 			case <-t.C:
 				_ = msg.InProgress()
-				if run.Fence != 0 {
+				if holdsLease {
 					if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil && ctx.Err() == nil {
 						Logger(ctx).Warn("lease renew failed", "err", err)
 					}
@@ -290,7 +293,7 @@ func (r *Router) retry(ctx context.Context, rt Route, msg jetstream.Msg, run *ev
 func (r *Router) fail(ctx context.Context, rt Route, msg jetstream.Msg, run *event.Run, attempt int, class string, cause error) {
 	log := Logger(ctx)
 	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", class)
-	if rt.Consumes == event.KindFailed || rt.Consumes == event.KindCompleted || rt.Consumes == event.KindSLAMissed {
+	if terminal(rt.Consumes) {
 		_ = msg.Term()
 		return
 	}
@@ -309,6 +312,11 @@ func (r *Router) fail(ctx context.Context, rt Route, msg jetstream.Msg, run *eve
 	r.state(ctx, *run, func(rec *runstate.Record) {
 		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, attempt, cause.Error(), class
 	})
+}
+
+// terminal reports events that end a run: their consumers report, they do not continue the run.
+func terminal(k event.Kind) bool {
+	return k == event.KindFailed || k == event.KindCompleted || k == event.KindSLAMissed
 }
 
 func (r *Router) publish(ctx context.Context, e event.Event) error {
