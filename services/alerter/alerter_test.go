@@ -610,3 +610,23 @@ func TestCombine(t *testing.T) {
 		})
 	}
 }
+
+func TestSlackRateLimitWaitsForRetryAfter(t *testing.T) {
+	e := newEnv(t)
+	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	f := failed("orders", "01J0RATE000000000000000000")
+
+	e.slack.Fail("429") // the recorder answers 429 with Retry-After: 1
+	err := handle(t, a, f)
+	var wait *flow.WaitError
+	if !errors.As(err, &wait) || wait.Delay < time.Second {
+		t.Fatalf("Handle on a 429 = %v, want a wait of at least Retry-After (1s)", err)
+	}
+	wantCounts(t, e, 0, 1) // email is not held back by Slack's rate limit
+
+	e.slack.Fail("")
+	if err := handle(t, a, f); err != nil {
+		t.Fatalf("Handle after the wait: %v", err)
+	}
+	wantCounts(t, e, 1, 1)
+}

@@ -61,6 +61,12 @@ func (s *slackNotifier) send(ctx context.Context, a alert) error {
 	if err == nil {
 		return nil
 	}
+	// A 429 says when to come back: wait that long (deferrably, via the broker) instead of
+	// spending a retry on it.
+	var limited *slack.RateLimitedError
+	if errors.As(err, &limited) {
+		return flow.Wait(limited.RetryAfter, "slack rate limited: retry after %s", limited.RetryAfter)
+	}
 	err = fmt.Errorf("slack post to %s: %w", s.channel, err)
 	var resp slack.SlackErrorResponse
 	if errors.As(err, &resp) && permanentSlackErrors[resp.Err] {
