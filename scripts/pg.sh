@@ -9,7 +9,7 @@ mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 bindir=$(dirname "$(readlink -f "$(command -v pg_ctl || echo /usr/lib/postgresql/15/bin/pg_ctl)")")
 as_pg() {
   # initdb refuses to run as root: run the cluster as the postgres user then.
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 # As root the cluster runs as postgres, which may not be able to enter DIR (a checkout under a
 # private 0700 directory), so it then lives in a directory of its own under /tmp.
