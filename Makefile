@@ -6,15 +6,33 @@ ROOT := $(CURDIR)
 BIN := $(ROOT)/.sluice/bin
 VENV := $(ROOT)/.venv
 VERSITYGW_VERSION := v1.8.0
+JAEGER_VERSION := v1.76.0
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools build test demo check-versions fmt clean
+.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath promtool test-rules test-jaeger trace-demo
 
 all: build
 
-## tools: versitygw (S3 server for tests and the demo) and dbt in a pinned virtualenv
-tools: $(BIN)/versitygw $(VENV)/bin/dbt
+## tools: versitygw (S3 server for tests and the demo), dbt in a pinned virtualenv, and promtool
+## (Debian's prometheus package) for the alert rule tests
+tools: $(BIN)/versitygw $(VENV)/bin/dbt promtool
+
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v promtool >/dev/null || { echo "promtool missing: install Debian's prometheus package" >&2; exit 1; }
+
+## jaeger: the Jaeger all-in-one (v2, memory storage) built from its Go module. Its go.mod has
+## replace directives, so `go install pkg@version` refuses it: it is built from a throwaway module
+## that requires it. Takes long (34 min on a busy 2-core machine, from an empty module cache),
+## so only trace-demo and test-jaeger need it. The Go build has no UI (its assets come from npm
+## at Jaeger's release time): the query API answers, as trace-demo shows.
+$(BIN)/jaeger:
+	mkdir -p $(BIN)
+	tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+		printf 'module sluice.local/jaeger\n\ngo 1.26.0\n' > go.mod && \
+		GOWORK=off go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) && \
+		GOWORK=off go build -o $@ github.com/jaegertracing/jaeger/cmd/jaeger
 
 $(BIN)/versitygw:
 	mkdir -p $(BIN)
@@ -36,18 +54,63 @@ build:
 check-versions:
 	go run ./cmd/sluice/internal/checkversions $(MODULES)
 
-## test: vet, version check, and every module's tests against real PostgreSQL, S3 and dbt
+## test: vet, version check, and every module's tests against real PostgreSQL, S3 and dbt,
+## with the fast subset of the fault-injection suite (SLUICE_CHAOS=fast)
 test: tools
 	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	$(MAKE) --no-print-directory test-rules
+	@(cd pkg && go vet -tags chaos ./crash/ ./flow/)
 	$(MAKE) --no-print-directory check-versions
-	scripts/with-infra.sh $(ROOT)/.sluice/test bash -c 'set -e; for m in $(MODULES); do (cd $$m && go test $(GOTEST_FLAGS) ./...); done'
+	SLUICE_CHAOS=fast scripts/with-infra.sh $(ROOT)/.sluice/test bash -c 'set -e; for m in $(MODULES); do (cd $$m && go test $(GOTEST_FLAGS) ./...); done'
+	cd pkg && go test -count=1 -tags chaos ./crash/
+
+## chaos: the whole fault-injection suite (every service killed at each crash point, NATS and
+## PostgreSQL faults, S3 503s, Slack 429/down, SLA deadlines); writes docs/reliability.md
+chaos: tools
+	SLUICE_CHAOS=full SLUICE_CHAOS_REPORT=$(ROOT)/docs/reliability.md scripts/with-infra.sh $(ROOT)/.sluice/chaos \
+		bash -c 'cd cmd/sluice && go test -count=1 -timeout 40m -run "^TestChaos$$" -v .'
+
+## bench-sensor: the sensor's memory with 10,000 waiting runs, hop latency and time to detect;
+## writes the "Sensor and hops" section of bench/RESULTS.md (about 5 minutes)
+bench-sensor: build
+	cd bench/sensor && GOWORK=off go run . -sensor $(BIN)/sluice-sensor -results $(ROOT)/bench/RESULTS.md
+
+## bench-datapath: psql \copy vs the validator's COPY stage, fetch → load and the seed's pandas load
+## on a 1M-row orders file, and peak RSS at 1M and 10M rows; writes the "Data path" section of
+## bench/RESULTS.md (about 10 minutes)
+bench-datapath: $(BIN)/versitygw
+	bench/datapath/run.sh
+
+## test-rules: the Prometheus alerting rules are valid and their unit tests pass
+test-rules: promtool
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+
+## test-jaeger: one run through the six service processes, exported over OTLP/gRPC to a real
+## Jaeger and read back through its query API
+test-jaeger: tools $(BIN)/jaeger
+	SLUICE_JAEGER=$(BIN)/jaeger scripts/with-infra.sh $(ROOT)/.sluice/test \
+		bash -c 'cd cmd/sluice && go test -tags jaeger -count=1 -timeout 20m -run "^TestRunTraceInJaeger$$" -v .'
+
+## trace-demo: Jaeger on 127.0.0.1, the six services as separate processes, one run of orders;
+## prints the run's trace (from Jaeger's API), its dbt docs URL and the metrics endpoints
+trace-demo: tools build $(BIN)/jaeger
+	scripts/trace-demo.sh
 
 ## demo: the orders pipeline for two consecutive dates on a local PostgreSQL, S3 and dbt
 demo: tools build
 	scripts/demo.sh
 
+## fuzz: each fuzz target of the data path for FUZZTIME (their seed corpora already run in `make test`)
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz:
+	cd pkg && go test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./contract
+	cd services/partitioner && go test -run '^$$' -fuzz '^FuzzPartitionName$$' -fuzztime $(FUZZTIME) .
+	cd services/partitioner && go test -run '^$$' -fuzz '^FuzzPartitionDay$$' -fuzztime $(FUZZTIME) .
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf .sluice/test .sluice/demo
+	rm -rf .sluice/test .sluice/demo .sluice/trace-demo

@@ -68,6 +68,9 @@ type eventLog struct {
 
 func (l *eventLog) add(m *nats.Msg) {
 	parts := strings.Split(m.Subject, ".")
+	if len(parts) != 4 { // schedule and tick messages are not run events
+		return
+	}
 	e, err := event.Decode(event.Kind(parts[2]), m.Data)
 	if err != nil {
 		panic(fmt.Sprintf("event on %s does not match its schema: %v", m.Subject, err))

@@ -1,6 +1,6 @@
 // Command sluice is sluice's command line: run the whole system in one process (`up`), run one
-// execution date end to end (`run`), show runs (`status`), and serve sample data
-// (`sample-source`).
+// execution date end to end (`run`), request runs and follow them (`trigger`, `backfill`),
+// pause and unpause schedules, show runs (`status`), and serve sample data (`sample-source`).
 package main
 
 import (
@@ -19,7 +19,13 @@ const usage = `sluice — event-driven ETL on NATS JetStream
 Usage:
   sluice up            --config FILE [--nats URL] [--http ADDR]
   sluice run           --config FILE --pipeline NAME --date YYYY-MM-DD [--nats URL] [--timeout D]
-  sluice status        --config FILE [--nats URL] [--pipeline NAME] [--limit N]
+  sluice trigger       --config FILE --pipeline NAME --date YYYY-MM-DD [--detach] [--timeout D]
+  sluice backfill      --config FILE --pipeline NAME --from YYYY-MM-DD --to YYYY-MM-DD
+                       [--reprocess none|failed|all] [--detach] [--timeout D]
+  sluice pause         --config FILE --pipeline NAME
+  sluice unpause       --config FILE --pipeline NAME
+  sluice status        --config FILE [--nats URL] [--pipeline NAME] [--limit N] [--watch]
+  sluice retention     --config FILE --pipeline NAME
   sluice sample-source [--addr HOST:PORT] [--rows N] [--dir DIR] [--delay D]
 
 With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
@@ -46,6 +52,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"up":            cmdUp,
 		"run":           cmdRun,
 		"status":        cmdStatus,
+		"trigger":       cmdTrigger,
+		"backfill":      cmdBackfill,
+		"pause":         cmdPause,
+		"unpause":       cmdUnpause,
+		"retention":     cmdRetention,
 		"sample-source": cmdSampleSource,
 	}
 	cmd, ok := cmds[args[0]]

@@ -149,7 +149,8 @@ func (w *watcher) summary(c *event.Completed) {
 	fmt.Fprintf(w.out, "  object     s3://%s/%s  %d bytes  sha256 %s\n", c.Object.Bucket, c.Object.Key, c.Object.Size, c.Object.SHA256)
 	fmt.Fprintf(w.out, "  rows       %d staged → %s: %d inserted, %d updated, %d unchanged\n", c.Staged, c.Partition, c.Inserted, c.Updated, c.Unchanged)
 	if c.DocsKey != "" {
-		fmt.Fprintf(w.out, "  dbt docs   s3://%s/%sindex.html\n", c.Object.Bucket, strings.TrimSuffix(c.DocsKey, "/")+"/")
+		fmt.Fprintf(w.out, "  dbt docs   s3://%s/%sindex.html, served at /docs/%s/%s/%s/ by sluice's HTTP endpoints\n",
+			c.Object.Bucket, strings.TrimSuffix(c.DocsKey, "/")+"/", c.Pipeline, c.DS, c.RunID)
 	}
 	fmt.Fprintf(w.out, "  run id     %s\n  trace id   %s\n", c.RunID, w.traceID)
 }

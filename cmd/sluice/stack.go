@@ -55,5 +55,5 @@ func (c *common) connect(ctx context.Context, cfg *config.Config, stderr io.Writ
 			services = nil
 		}
 	}
-	return app.Start(ctx, cfg, log, app.Options{NATSURL: url, NoRouter: len(services) == 0}, services...)
+	return app.Start(ctx, cfg, log, app.Options{NATSURL: url, NoRouter: len(services) == 0, Env: os.LookupEnv}, services...)
 }

@@ -1,21 +1,30 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/schedule"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-// cmdStatus lists recent runs from the run-state bucket.
+// cmdStatus lists the pipelines' schedules and recent runs from the schedule and run-state
+// buckets; with --watch it redraws until interrupted.
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	var c common
 	c.register(fs)
 	pipeline := fs.String("pipeline", "", "only this pipeline")
 	limit := fs.Int("limit", 20, "at most this many runs")
+	watch := fs.Bool("watch", false, "redraw until interrupted")
+	every := fs.Duration("interval", time.Second, "how often --watch redraws")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -30,29 +39,104 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer func() { stop(); _ = st.Wait() }()
-	recs, err := st.Router.Runs().List(ctx)
+	states, err := trigger.NewStates(ctx, st.JS)
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PIPELINE\tDS\tRUN ID\tSTATE\tSTEP\tATTEMPTS\tUPDATED\tDETAIL")
-	n := 0
-	for _, r := range recs {
-		if *pipeline != "" && r.Pipeline != *pipeline {
+	v := statusView{cfg: cfg, runs: st.Router.Runs(), states: states, pipeline: *pipeline, limit: *limit}
+	if !*watch {
+		return v.render(ctx, stdout)
+	}
+	tty := isTerminal(stdout)
+	var last []byte
+	for {
+		var b bytes.Buffer
+		if err := v.render(ctx, &b); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(&b, "\nerror: %v\n", err)
+		}
+		switch {
+		case tty:
+			fmt.Fprintf(stdout, "\033[H\033[2J%s  (every %s; Ctrl-C to stop)\n%s", time.Now().Format(time.DateTime), *every, b.Bytes())
+		case !bytes.Equal(b.Bytes(), last): // a log: print only what changed
+			fmt.Fprintf(stdout, "--- %s\n%s", time.Now().Format(time.DateTime), b.Bytes())
+		}
+		last = b.Bytes()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(*every):
+		}
+	}
+}
+
+type statusView struct {
+	cfg      *config.Config
+	runs     *runstate.Store
+	states   *trigger.States
+	pipeline string
+	limit    int
+}
+
+func (v statusView) render(ctx context.Context, w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	scheduled := false
+	for _, p := range v.cfg.Pipelines {
+		if p.Schedule == "" || (v.pipeline != "" && p.Name != v.pipeline) {
 			continue
 		}
-		if n++; n > *limit {
+		if !scheduled {
+			fmt.Fprintln(tw, "PIPELINE\tSCHEDULE\tCATCHUP\tSTATE\tNEXT TICK\tLAST INTERVAL\tDS\tRUN")
+			scheduled = true
+		}
+		s, err := schedule.Parse(p.Schedule, p.Timezone)
+		if err != nil {
+			return err
+		}
+		st, _, err := v.states.Get(ctx, p.Name)
+		if err != nil {
+			return err
+		}
+		state := "active"
+		if st.Paused {
+			state = "paused"
+		}
+		next, _ := s.Next(time.Now())
+		last, run := "-", "-"
+		if !st.End.IsZero() {
+			last, run = st.Interval().String(), st.RunID
+			if st.Coalesced {
+				run += " (already queued)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s %s\t%v\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Schedule, p.Timezone, p.Catchup, state,
+			next.Local().Format(time.DateTime), last, st.DS, run)
+	}
+	if scheduled {
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintln(tw, "PIPELINE\tDS\tRUN ID\tTRIGGER\tSTATE\tSTEP\tATTEMPTS\tTOOK\tUPDATED\tDETAIL")
+	recs, err := v.runs.List(ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, r := range recs {
+		if v.pipeline != "" && r.Pipeline != v.pipeline {
+			continue
+		}
+		if n++; n > v.limit {
 			break
 		}
 		detail := r.Detail
 		if r.Error != "" {
 			detail = r.Error
 		}
-		if len(detail) > 80 {
-			detail = detail[:77] + "..."
+		end := r.UpdatedAt
+		if !r.State.Final() {
+			end = time.Now()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Pipeline, r.DS, r.RunID, r.State, r.Step, r.Attempts,
-			r.UpdatedAt.Local().Format(time.DateTime), detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Pipeline, r.DS, r.RunID, r.Trigger, r.State, r.Step, r.Attempts,
+			end.Sub(r.RequestedAt).Round(time.Second), r.UpdatedAt.Local().Format(time.DateTime), oneLine(detail, 80))
 	}
 	return tw.Flush()
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
@@ -24,7 +25,7 @@ func cmdUp(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log := telemetry.Logger(stderr, slog.LevelInfo)
-	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: c.nats, HTTPAddr: *httpAddr}, allServices...)
+	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: c.nats, HTTPAddr: *httpAddr, Env: os.LookupEnv}, allServices...)
 	if err != nil {
 		return err
 	}

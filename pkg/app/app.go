@@ -1,6 +1,6 @@
 // Package app wires sluice services to their shared dependencies: the broker (embedded or
-// external), the router, PostgreSQL and S3 clients, and the /healthz, /readyz and /metrics
-// endpoints. One process can run one service (a Kubernetes Deployment) or all six (`sluice up`).
+// external), the router, PostgreSQL and S3 clients (traced), telemetry (traces, metrics,
+// OpenLineage), and the /healthz, /readyz, /metrics and /docs/ endpoints. One process can run one service (a Kubernetes Deployment) or all six (`sluice up`).
 package app
 
 import (
@@ -28,6 +28,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/lineage"
+	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/secret"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
@@ -48,10 +50,29 @@ type Deps struct {
 	Router   *flow.Router
 	Tracer   *sdktrace.TracerProvider
 	Registry *prometheus.Registry
+	// Metrics are sluice's series, registered on Registry.
+	Metrics *metrics.Metrics
 
-	mu   sync.Mutex
-	pool *pgxpool.Pool
-	s3   *s3.Client
+	mu       sync.Mutex
+	pool     *pgxpool.Pool
+	s3       *s3.Client
+	handlers []handler
+	checks   []readyCheck
+	tracing  *telemetry.Tracing
+	lineage  *lineage.Emitter
+}
+
+type handler struct {
+	pattern string
+	h       http.Handler
+}
+
+// HandleHTTP mounts h at pattern (http.ServeMux syntax) on the process's HTTP endpoint, next to
+// /metrics, when the process serves one. Services call it from Routes (the sensor's webhook).
+func (d *Deps) HandleHTTP(pattern string, h http.Handler) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.handlers = append(d.handlers, handler{pattern, h})
 }
 
 // Postgres returns the shared connection pool.
@@ -61,9 +82,14 @@ func (d *Deps) Postgres(ctx context.Context) (*pgxpool.Pool, error) {
 	if d.pool != nil {
 		return d.pool, nil
 	}
-	pool, err := pgxpool.New(ctx, d.Config.Postgres.URL.Reveal())
+	pcfg, err := pgxpool.ParseConfig(d.Config.Postgres.URL.Reveal())
 	if err != nil {
 		// pgx errors can echo the URL; report the reference instead.
+		return nil, fmt.Errorf("postgres (%s): invalid connection settings", d.Config.Postgres.URL)
+	}
+	pcfg.ConnConfig.Tracer = telemetry.PgxTracer{} // a span per statement and COPY of a run
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
 		return nil, fmt.Errorf("postgres (%s): invalid connection settings", d.Config.Postgres.URL)
 	}
 	if err := pool.Ping(ctx); err != nil {
@@ -81,7 +107,9 @@ func (d *Deps) S3(ctx context.Context) (*s3.Client, error) {
 	if d.s3 != nil {
 		return d.s3, nil
 	}
-	c, err := objstore.New(ctx, d.Config.S3)
+	c, err := objstore.New(ctx, d.Config.S3, func(o *s3.Options) {
+		o.APIOptions = append(o.APIOptions, telemetry.S3Tracing) // a span per S3 operation of a run
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +133,9 @@ type Options struct {
 	HTTPAddr string
 	// NoRouter connects without consuming (CLI commands that only publish or read).
 	NoRouter bool
+	// Env reads the OTEL_* variables that configure trace export (main passes os.LookupEnv);
+	// nil exports no traces.
+	Env func(string) (string, bool)
 }
 
 // Stack is a running process: broker connection (and embedded server), router, HTTP endpoint.
@@ -112,14 +143,20 @@ type Stack struct {
 	*Deps
 	server *server.Server
 	http   *http.Server
+	addr   string
 	done   chan error
 	ready  chan struct{}
 }
+
+// HTTPAddr is the address the HTTP endpoint listens on ("" without one); with Options.HTTPAddr
+// "127.0.0.1:0" it tells which port was picked.
+func (s *Stack) HTTPAddr() string { return s.addr }
 
 // Start connects (starting the embedded server when no URL is configured), provisions the
 // broker, builds every service's routes and starts consuming until ctx is cancelled.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options, services ...Service) (*Stack, error) {
 	st := &Stack{done: make(chan error, 1), ready: make(chan struct{})}
+	log = telemetry.Redact(log, cfg.Secrets())
 	url := o.NATSURL
 	if url == "" {
 		url = cfg.NATS.URL.Reveal()
@@ -142,13 +179,18 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		st.shutdownServer()
 		return nil, err
 	}
-	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Tracer: telemetry.TracerProvider(name), Registry: prometheus.NewRegistry()}
+	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry()}
 	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	routerOpts, err := st.observe(ctx, name, o.Env)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := bus.Provision(ctx, js, BusOptions(cfg)); err != nil {
 		st.close()
 		return nil, err
 	}
-	if st.Router, err = flow.NewRouter(ctx, js, BusOptions(cfg), cfg.Pipelines, st.Tracer, log); err != nil {
+	if st.Router, err = flow.NewRouter(ctx, js, BusOptions(cfg), cfg.Pipelines, st.Tracer, log, routerOpts...); err != nil {
 		st.close()
 		return nil, err
 	}
@@ -160,6 +202,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 			return nil, fmt.Errorf("start %s: %w", s.Name, err)
 		}
 		routes = append(routes, rs...)
+	}
+	if !o.NoRouter && len(routes) > 0 {
+		if err := st.watch(ctx, routes); err != nil {
+			st.close()
+			return nil, err
+		}
 	}
 	if o.HTTPAddr != "" {
 		if err := st.serveHTTP(o.HTTPAddr); err != nil {
@@ -191,14 +239,15 @@ func (s *Stack) serveHTTP(addr string) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.NC.Status() != nats.CONNECTED {
-			http.Error(w, "nats: "+s.NC.Status().String(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
+	mux.HandleFunc("/readyz", s.serveReadyz)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/docs/", s.docs())
+	s.mu.Lock()
+	for _, h := range s.handlers {
+		mux.Handle(h.pattern, h.h)
+	}
+	s.mu.Unlock()
+	s.addr = ln.Addr().String()
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.http.Serve(ln) }()
 	s.Log.Info("http endpoint", "addr", ln.Addr().String())
@@ -218,7 +267,7 @@ func (s *Stack) close() {
 			s.pool.Close()
 		}
 		s.mu.Unlock()
-		_ = s.Tracer.Shutdown(ctx)
+		s.closeObservability(ctx)
 		_ = s.NC.Drain()
 		for i := 0; i < 50 && !s.NC.IsClosed(); i++ {
 			time.Sleep(20 * time.Millisecond)
@@ -249,7 +298,7 @@ func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Wr
 		return err
 	}
 	log := telemetry.Logger(stderr, slog.LevelInfo).With("service", svc.Name)
-	st, err := Start(ctx, cfg, log, Options{NATSURL: *natsURL, HTTPAddr: *httpAddr}, svc)
+	st, err := Start(ctx, cfg, log, Options{NATSURL: *natsURL, HTTPAddr: *httpAddr, Env: lookup}, svc)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,9 @@ const (
 	LeaseBucket = "sluice_leases"
 	RunBucket   = "sluice_runs"
 	AlertBucket = "sluice_alerts"
+	// ScheduleBucket holds each pipeline's schedule state: the last interval requested, the
+	// run it became, and whether the pipeline is paused.
+	ScheduleBucket = "sluice_schedules"
 )
 
 // Options are the broker settings taken from config.
@@ -104,6 +107,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		MaxAge:      30 * 24 * time.Hour,
 		Duplicates:  o.Dedup,
 		AllowMsgTTL: true,
+		// Pipelines' cron schedules are messages in this stream that the server fires
+		// (Nats-Schedule); a schedule replaces its previous version by a subject rollup.
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 	})
 	if err != nil {
 		return fmt.Errorf("provision stream %s: %w", o.Stream, err)
@@ -113,6 +120,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		{Bucket: LeaseBucket, Description: "one active run per pipeline", Storage: jetstream.FileStorage, LimitMarkerTTL: time.Minute},
 		{Bucket: RunBucket, Description: "run state", Storage: jetstream.FileStorage, History: 1, TTL: 90 * 24 * time.Hour},
 		{Bucket: AlertBucket, Description: "alerts sent, for deduplication", Storage: jetstream.FileStorage, TTL: 30 * 24 * time.Hour},
+		{Bucket: ScheduleBucket, Description: "schedule state per pipeline", Storage: jetstream.FileStorage, History: 1},
 	}
 	for _, b := range buckets {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
@@ -130,12 +138,26 @@ func ConsumerConfig(o Options, step string, consumes event.Kind) jetstream.Consu
 		FilterSubject: event.Filter(o.SubjectPrefix, consumes),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		// Retries are counted by the plumbing (per pipeline policy), and waiting runs are
-		// redelivered indefinitely until their sensor timeout, so the broker does not cap them.
-		MaxDeliver:    -1,
+		// Retries are counted by the plumbing (per pipeline policy); the broker's cap only ends
+		// a message that never gets that far (its handler's process dies or hangs every time),
+		// and flow.WatchMaxDeliveries fails its run. Waiting runs are redelivered until their
+		// sensor timeout, so the sensor's consumer has no cap.
+		MaxDeliver:    maxDeliver(consumes),
 		MaxAckPending: 10000,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
+}
+
+// MaxDeliveries is how often the broker delivers one message to a step (except the sensor's)
+// before giving up on it: far above any retry policy (config allows at most 50 retries), so it
+// only ends crash loops. Waits (a Slack Retry-After) count as deliveries too.
+const MaxDeliveries = 100
+
+func maxDeliver(consumes event.Kind) int {
+	if consumes == event.KindRequested {
+		return -1
+	}
+	return MaxDeliveries
 }
 
 // IsNotFound reports a missing key or bucket.

@@ -6,15 +6,18 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-etl/sluice/pkg/schedule"
 	"github.com/sluice-etl/sluice/pkg/secret"
 )
 
@@ -25,6 +28,7 @@ type Config struct {
 	S3        S3         `yaml:"s3"`
 	DBT       DBT        `yaml:"dbt"`
 	Alerts    Alerts     `yaml:"alerts"`
+	Lineage   Lineage    `yaml:"lineage"`
 	Pipelines []Pipeline `yaml:"pipelines"`
 
 	// Dir is the directory of the config file; relative paths in it are resolved against Dir.
@@ -66,8 +70,24 @@ type DBT struct {
 type Alerts struct {
 	// RunURL is a link template for a run's page; {pipeline}, {ds} and {run_id} are replaced.
 	RunURL string `yaml:"run_url"`
-	Slack  *Slack `yaml:"slack"`
-	Email  *Email `yaml:"email"`
+	// TraceURL is a link template for a run's trace (Jaeger, Tempo); {trace_id} is replaced,
+	// and {pipeline}, {ds} and {run_id} as in RunURL.
+	TraceURL string `yaml:"trace_url"`
+	Slack    *Slack `yaml:"slack"`
+	Email    *Email `yaml:"email"`
+	SNS      *SNS   `yaml:"sns"`
+}
+
+// SNS publishes alerts to an AWS SNS topic. Without keys the SDK's default chain is used
+// (instance role, IRSA, environment); keys, when given, must be references.
+type SNS struct {
+	TopicARN string `yaml:"topic_arn"`
+	// Region defaults to the topic ARN's.
+	Region string `yaml:"region"`
+	// Endpoint overrides the SNS endpoint (a VPC endpoint).
+	Endpoint  string       `yaml:"endpoint"`
+	AccessKey secret.Value `yaml:"access_key"`
+	SecretKey secret.Value `yaml:"secret_key"`
 }
 
 // Slack posts alerts with a bot token.
@@ -90,9 +110,31 @@ type Email struct {
 	To   []string `yaml:"to"`
 }
 
+// Lineage sends OpenLineage run events (START, COMPLETE, FAIL for every run and step, with the
+// datasets read and written) to an HTTP endpoint, a file of JSON lines, or both; off when both
+// are empty.
+type Lineage struct {
+	// URL receives each event as a POST (Marquez: http://marquez:5000/api/v1/lineage).
+	URL string `yaml:"url"`
+	// File gets one JSON event per line, appended.
+	File string `yaml:"file"`
+	// Namespace is the jobs' OpenLineage namespace; default "sluice".
+	Namespace string `yaml:"namespace"`
+}
+
 // Pipeline is one declared pipeline.
 type Pipeline struct {
-	Name         string  `yaml:"name"`
+	Name string `yaml:"name"`
+	// Schedule is when the broker requests runs (docs/scheduling.md): cron with 5 or 6 fields,
+	// @hourly, @daily, ..., or @every <duration>. Empty: runs are only triggered or backfilled.
+	Schedule string `yaml:"schedule"`
+	// Timezone is the IANA zone the cron and the ds dates are read in (default UTC).
+	Timezone string `yaml:"timezone"`
+	// Catchup requests every interval missed while sluice was down or the pipeline paused,
+	// oldest first; without it only the latest interval runs (the seed's catchup=False).
+	Catchup bool `yaml:"catchup"`
+	// StartDate (YYYY-MM-DD in Timezone): no interval starting before it is requested.
+	StartDate    string  `yaml:"start_date"`
 	Source       Source  `yaml:"source"`
 	Sensor       Sensor  `yaml:"sensor"`
 	Lease        Lease   `yaml:"lease"`
@@ -102,20 +144,78 @@ type Pipeline struct {
 	Target       Target  `yaml:"target"`
 	DBT          Select  `yaml:"dbt"`
 	Retries      Retries `yaml:"retries"`
-	// Alerts lists the channels ("slack", "email") failures go to; default: all configured.
+	// SLA is the run's deadline (docs/reliability.md); nil: none.
+	SLA *SLA `yaml:"sla"`
+	// Alerts lists the channels ("slack", "email", "sns") alerts go to; default: all configured.
 	Alerts []string `yaml:"alerts"`
+	// Notices adds success or recovery notices to the failure alerts, on the same channels.
+	Notices Notices `yaml:"notices"`
+	// MaxBadRows is how many rows may break the contract before the run fails (default 0: any
+	// violation fails it); up to that many are quarantined in the rejects file, not loaded.
+	MaxBadRows int `yaml:"max_bad_rows"`
+	// Retention drops old partitions of the target (docs/data-path.md).
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention says how long the target keeps a ds partition. Days 0 keeps every partition.
+type Retention struct {
+	// Days: partitions for dates more than Days before today (UTC) are detached and dropped.
+	Days int `yaml:"days"`
+	// ExportToS3 writes each partition to ExportKey (gzip CSV) before it is dropped.
+	ExportToS3 bool `yaml:"export_to_s3"`
+	// ExportKey is the S3 key template ({pipeline}, {ds}: the partition's date).
+	ExportKey string `yaml:"export_key"`
 }
 
 // Source is where a ds's file comes from. {ds} in URL is replaced by the date.
 type Source struct {
 	URL    string `yaml:"url"`
 	Method string `yaml:"method"`
+	// MaxBytes is the largest file the fetcher lands, counted after gzip decoding (default 10 GiB).
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Sensor is the deferrable wait for the source.
 type Sensor struct {
 	PokeInterval time.Duration `yaml:"poke_interval"`
 	Timeout      time.Duration `yaml:"timeout"`
+	// Backoff multiplies the wait after each unanswered poke (1: a fixed interval), up to
+	// MaxInterval.
+	Backoff     float64       `yaml:"backoff"`
+	MaxInterval time.Duration `yaml:"max_interval"`
+	// Jitter shortens each wait by a random share of at most Jitter (0 to <1; default 0.1), so
+	// runs parked together do not come back together. It never lengthens a wait.
+	Jitter *float64 `yaml:"jitter"`
+	// SoftFail ends a run that timed out as skipped instead of failed.
+	SoftFail bool `yaml:"soft_fail"`
+	// ReadyStatus lists the source's status codes that mean "the file is there"; default 2xx.
+	ReadyStatus []int `yaml:"ready_status"`
+	// Webhook enables POST /hooks/<pipeline> on the sensor (push mode).
+	Webhook *Webhook `yaml:"webhook"`
+}
+
+// Webhook authenticates pushes that mark a ds available: an HMAC-SHA256 signature with Secret
+// (a reference) over the webhook id, timestamp and body.
+type Webhook struct {
+	Secret secret.Value `yaml:"secret"`
+	// MaxBody is the largest body accepted, in bytes (default 65536).
+	MaxBody int64 `yaml:"max_body"`
+}
+
+// MaxWait is the longest the sensor parks a waiting run between two pokes.
+func (s Sensor) MaxWait() time.Duration {
+	if s.Backoff > 1 && s.MaxInterval > s.PokeInterval {
+		return s.MaxInterval
+	}
+	return s.PokeInterval
+}
+
+// JitterShare is Jitter with its default applied.
+func (s Sensor) JitterShare() float64 {
+	if s.Jitter == nil {
+		return 0.1
+	}
+	return *s.Jitter
 }
 
 // Lease is the one-active-run lock.
@@ -143,11 +243,117 @@ type Select struct {
 }
 
 // Retries is the retry policy for transient failures: a failing step is redelivered up to Max
-// more times, Delay apart, then the run fails.
+// more times, then the run fails. The n-th retry waits Delay·Backoff^(n−1), at most Cap(),
+// shortened (never lengthened) by a random share of at most Jitter. Steps overrides the policy
+// for one step (sensor, fetcher, validator, partitioner, dbtrunner, alerter); what an override
+// leaves unset comes from the pipeline's policy.
 type Retries struct {
-	Max   *int          `yaml:"max"`
-	Delay time.Duration `yaml:"delay"`
+	Max      *int               `yaml:"max"`
+	Delay    time.Duration      `yaml:"delay"`
+	Backoff  float64            `yaml:"backoff"`
+	MaxDelay time.Duration      `yaml:"max_delay"`
+	Jitter   *float64           `yaml:"jitter"`
+	Steps    map[string]Retries `yaml:"steps"`
 }
+
+// RetrySteps are the steps a retries.steps override may name.
+var RetrySteps = []string{"sensor", "fetcher", "validator", "partitioner", "dbtrunner", "alerter"}
+
+// RetryPolicy is the retry policy of one step: the pipeline's, with the step's override applied.
+func (p *Pipeline) RetryPolicy(step string) Retries {
+	r := p.Retries
+	r.Steps = nil
+	o, ok := p.Retries.Steps[step]
+	if !ok {
+		return r
+	}
+	if o.Max != nil {
+		r.Max = o.Max
+	}
+	if o.Delay != 0 {
+		r.Delay = o.Delay
+	}
+	if o.Backoff != 0 {
+		r.Backoff = o.Backoff
+	}
+	if o.MaxDelay != 0 {
+		r.MaxDelay = o.MaxDelay
+	}
+	if o.Jitter != nil {
+		r.Jitter = o.Jitter
+	}
+	return r
+}
+
+// DelayFor is the wait before retry number n (1 for the first retry); rnd in [0,1) draws the
+// jitter.
+func (r Retries) DelayFor(n int, rnd float64) time.Duration {
+	d := float64(r.Delay)
+	if r.Backoff > 1 && n > 1 {
+		d *= math.Pow(r.Backoff, float64(n-1))
+	}
+	if limit := float64(r.Cap()); d > limit {
+		d = limit
+	}
+	if r.Jitter != nil {
+		d -= *r.Jitter * rnd * d
+	}
+	return time.Duration(d)
+}
+
+// Cap is the longest wait: MaxDelay, or by default the delay (10 times it with a backoff).
+func (r Retries) Cap() time.Duration {
+	switch {
+	case r.MaxDelay > 0:
+		return r.MaxDelay
+	case r.Backoff > 1:
+		return 10 * r.Delay
+	}
+	return r.Delay
+}
+
+func (r Retries) validate(at string) error {
+	if r.MaxRetries() < 0 {
+		return fieldErr(at+".max", "must not be negative")
+	}
+	// The broker gives up on a message after 100 deliveries (bus.MaxDeliveries), waits included.
+	if r.MaxRetries() > 50 {
+		return fieldErr(at+".max", "%d is more than 50", r.MaxRetries())
+	}
+	if r.Delay <= 0 {
+		return fieldErr(at+".delay", "%v must be positive", r.Delay)
+	}
+	if r.Backoff < 1 || r.Backoff > 10 {
+		return fieldErr(at+".backoff", "%v must be between 1 (a fixed delay) and 10", r.Backoff)
+	}
+	if r.Cap() < r.Delay {
+		return fieldErr(at+".max_delay", "%v is shorter than the delay (%v)", r.MaxDelay, r.Delay)
+	}
+	if r.Jitter != nil && (*r.Jitter < 0 || *r.Jitter >= 1) {
+		return fieldErr(at+".jitter", "%v must be at least 0 and less than 1", *r.Jitter)
+	}
+	return nil
+}
+
+// SLA is a pipeline's deadline: a run not completed Within of its scheduled time (the end of
+// its data interval for a scheduled run, the request time otherwise) gets one sla_missed alert.
+type SLA struct {
+	Within time.Duration `yaml:"within"`
+}
+
+// Notices are optional messages besides failure alerts.
+type Notices struct {
+	// Success announces every completed run.
+	Success bool `yaml:"success"`
+	// Recovery announces a completed run whose pipeline's previous run failed.
+	Recovery bool `yaml:"recovery"`
+}
+
+// DefaultMaxBytes is source.max_bytes when the config does not set it: 10 GiB.
+const DefaultMaxBytes = 10 << 30
+
+// MaxObjectBytes is the largest object S3 stores (5 TiB), so the largest source.max_bytes.
+const MaxObjectBytes = 5 << 40
 
 // MaxRetries is Retries.Max with its default (3, the seed's) applied.
 func (r Retries) MaxRetries() int {
@@ -214,6 +420,14 @@ func (c *Config) Resolve(lookup secret.Lookup) error {
 	if c.Alerts.Email != nil {
 		vals = append(vals, &c.Alerts.Email.Password)
 	}
+	if c.Alerts.SNS != nil {
+		vals = append(vals, &c.Alerts.SNS.AccessKey, &c.Alerts.SNS.SecretKey)
+	}
+	for i := range c.Pipelines {
+		if w := c.Pipelines[i].Sensor.Webhook; w != nil {
+			vals = append(vals, &w.Secret)
+		}
+	}
 	for _, v := range vals {
 		if v.IsZero() {
 			continue
@@ -241,6 +455,15 @@ func (c *Config) Secrets() []string {
 	}
 	if c.Alerts.Email != nil {
 		add(c.Alerts.Email.Password)
+	}
+	if c.Alerts.SNS != nil {
+		add(c.Alerts.SNS.AccessKey)
+		add(c.Alerts.SNS.SecretKey)
+	}
+	for _, p := range c.Pipelines {
+		if p.Sensor.Webhook != nil {
+			add(p.Sensor.Webhook.Secret)
+		}
 	}
 	return out
 }
@@ -288,6 +511,9 @@ func (c *Config) applyDefaults() {
 	if c.DBT.Threads == 0 {
 		c.DBT.Threads = 4
 	}
+	if c.Lineage.Namespace == "" {
+		c.Lineage.Namespace = "sluice"
+	}
 	if e := c.Alerts.Email; e != nil {
 		if e.Port == 0 {
 			e.Port = 587
@@ -301,11 +527,26 @@ func (c *Config) applyDefaults() {
 		if p.Source.Method == "" {
 			p.Source.Method = "HEAD"
 		}
+		if p.Timezone == "" {
+			p.Timezone = "UTC"
+		}
 		if p.Sensor.PokeInterval == 0 {
 			p.Sensor.PokeInterval = 60 * time.Second
 		}
 		if p.Sensor.Timeout == 0 {
 			p.Sensor.Timeout = time.Hour
+		}
+		if p.Sensor.Backoff == 0 {
+			p.Sensor.Backoff = 1
+		}
+		if p.Sensor.MaxInterval == 0 {
+			p.Sensor.MaxInterval = p.Sensor.PokeInterval
+			if p.Sensor.Backoff > 1 {
+				p.Sensor.MaxInterval = 10 * p.Sensor.PokeInterval
+			}
+		}
+		if w := p.Sensor.Webhook; w != nil && w.MaxBody == 0 {
+			w.MaxBody = 64 << 10
 		}
 		if p.Lease.TTL == 0 {
 			p.Lease.TTL = 2 * time.Minute
@@ -337,6 +578,15 @@ func (c *Config) applyDefaults() {
 		if p.Retries.Delay == 0 {
 			p.Retries.Delay = 10 * time.Minute
 		}
+		if p.Retries.Backoff == 0 {
+			p.Retries.Backoff = 1
+		}
+		if p.Source.MaxBytes == 0 {
+			p.Source.MaxBytes = DefaultMaxBytes
+		}
+		if p.Retention.ExportKey == "" {
+			p.Retention.ExportKey = "archive/{pipeline}/{ds}.csv.gz"
+		}
 		if p.Alerts == nil { // every configured channel
 			p.Alerts = []string{}
 			if c.Alerts.Slack != nil {
@@ -344,6 +594,9 @@ func (c *Config) applyDefaults() {
 			}
 			if c.Alerts.Email != nil {
 				p.Alerts = append(p.Alerts, "email")
+			}
+			if c.Alerts.SNS != nil {
+				p.Alerts = append(p.Alerts, "sns")
 			}
 		}
 	}
@@ -422,6 +675,22 @@ func (c *Config) Validate() error {
 			return fieldErr("alerts.email", "needs from and at least one to address")
 		}
 	}
+	if s := c.Alerts.SNS; s != nil {
+		if parts := strings.Split(s.TopicARN, ":"); len(parts) != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5] == "" {
+			return fieldErr("alerts.sns.topic_arn", "%q is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)", s.TopicARN)
+		}
+		for path, v := range map[string]secret.Value{"alerts.sns.access_key": s.AccessKey, "alerts.sns.secret_key": s.SecretKey} {
+			if err := v.RequireReference(); err != nil {
+				return fieldErr(path, "%v", err)
+			}
+		}
+		if s.AccessKey.IsZero() != s.SecretKey.IsZero() {
+			return fieldErr("alerts.sns", "needs both access_key and secret_key, or neither (the default credential chain)")
+		}
+	}
+	if u := c.Lineage.URL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return fieldErr("lineage.url", "%q must be an http(s) URL", u)
+	}
 	if len(c.Pipelines) == 0 {
 		return fieldErr("pipelines", "declare at least one pipeline")
 	}
@@ -451,8 +720,36 @@ func (c *Config) Validate() error {
 		if p.Lease.TTL < time.Second {
 			return fieldErr(at+".lease.ttl", "%v is shorter than one second", p.Lease.TTL)
 		}
+		if p.Sensor.Backoff < 1 || p.Sensor.Backoff > 10 {
+			return fieldErr(at+".sensor.backoff", "%v must be between 1 (a fixed interval) and 10", p.Sensor.Backoff)
+		}
+		if p.Sensor.MaxInterval < p.Sensor.PokeInterval {
+			return fieldErr(at+".sensor.max_interval", "%v is shorter than the poke interval (%v)", p.Sensor.MaxInterval, p.Sensor.PokeInterval)
+		}
+		if j := p.Sensor.JitterShare(); j < 0 || j >= 1 {
+			return fieldErr(at+".sensor.jitter", "%v must be at least 0 and less than 1", j)
+		}
+		for _, code := range p.Sensor.ReadyStatus {
+			if code < 100 || code > 599 {
+				return fieldErr(at+".sensor.ready_status", "%d is not an HTTP status code", code)
+			}
+		}
+		if w := p.Sensor.Webhook; w != nil {
+			if w.Secret.IsZero() {
+				return fieldErr(at+".sensor.webhook.secret", "is required")
+			}
+			if err := w.Secret.RequireReference(); err != nil {
+				return fieldErr(at+".sensor.webhook.secret", "%v", err)
+			}
+			if w.MaxBody < 1 || w.MaxBody > 1<<20 {
+				return fieldErr(at+".sensor.webhook.max_body", "%d must be between 1 and 1048576 bytes", w.MaxBody)
+			}
+		}
 		if p.Lease.TTL <= p.Sensor.PokeInterval {
 			return fieldErr(at+".lease.ttl", "%v must be longer than the poke interval (%v), or a waiting run loses its lease", p.Lease.TTL, p.Sensor.PokeInterval)
+		}
+		if p.Lease.TTL <= p.Sensor.MaxWait() {
+			return fieldErr(at+".lease.ttl", "%v must be longer than the sensor's longest wait (max_interval %v), or a waiting run loses its lease", p.Lease.TTL, p.Sensor.MaxWait())
 		}
 		if p.Lease.OnBusy != "queue" && p.Lease.OnBusy != "skip" {
 			return fieldErr(at+".lease.on_busy", "%q must be queue or skip", p.Lease.OnBusy)
@@ -465,15 +762,60 @@ func (c *Config) Validate() error {
 				return fieldErr(at+"."+field, "%q is not a plain lowercase SQL identifier", v)
 			}
 		}
-		if p.Retries.MaxRetries() < 0 {
-			return fieldErr(at+".retries.max", "must not be negative")
+		if _, err := time.LoadLocation(p.Timezone); err != nil {
+			return fieldErr(at+".timezone", "%q is not an IANA time zone name", p.Timezone)
+		}
+		if p.Schedule != "" {
+			if _, err := schedule.Parse(p.Schedule, p.Timezone); err != nil {
+				return fieldErr(at+".schedule", "%v", err)
+			}
+		}
+		if p.StartDate != "" {
+			if _, err := time.Parse(time.DateOnly, p.StartDate); err != nil {
+				return fieldErr(at+".start_date", "%q is not YYYY-MM-DD", p.StartDate)
+			}
+		}
+		if (p.Catchup || p.StartDate != "") && p.Schedule == "" {
+			return fieldErr(at+".schedule", "catchup and start_date need a schedule")
+		}
+		if err := p.Retries.validate(at + ".retries"); err != nil {
+			return err
+		}
+		for step := range p.Retries.Steps {
+			if !slices.Contains(RetrySteps, step) {
+				return fieldErr(at+".retries.steps", "unknown step %q (%s)", step, strings.Join(RetrySteps, ", "))
+			}
+			if len(p.Retries.Steps[step].Steps) > 0 {
+				return fieldErr(at+".retries.steps."+step+".steps", "overrides do not nest")
+			}
+			if err := p.RetryPolicy(step).validate(at + ".retries.steps." + step); err != nil {
+				return err
+			}
+		}
+		if p.SLA != nil && p.SLA.Within < time.Second {
+			return fieldErr(at+".sla.within", "%v must be at least one second", p.SLA.Within)
+		}
+		if p.Source.MaxBytes < 0 || p.Source.MaxBytes > MaxObjectBytes {
+			return fieldErr(at+".source.max_bytes", "%d must be between 1 and %d (5 TiB, S3's largest object)", p.Source.MaxBytes, int64(MaxObjectBytes))
+		}
+		if p.MaxBadRows < 0 {
+			return fieldErr(at+".max_bad_rows", "%d must not be negative", p.MaxBadRows)
+		}
+		if p.Retention.Days < 0 {
+			return fieldErr(at+".retention.days", "%d must not be negative (0 keeps every partition)", p.Retention.Days)
+		}
+		if p.Retention.ExportToS3 && p.Retention.Days == 0 {
+			return fieldErr(at+".retention.export_to_s3", "needs retention.days: without it no partition is ever dropped")
+		}
+		if !strings.Contains(p.Retention.ExportKey, "{ds}") {
+			return fieldErr(at+".retention.export_key", "%q must contain {ds}", p.Retention.ExportKey)
 		}
 		for _, a := range p.Alerts {
-			if (a == "slack" && c.Alerts.Slack == nil) || (a == "email" && c.Alerts.Email == nil) {
+			if (a == "slack" && c.Alerts.Slack == nil) || (a == "email" && c.Alerts.Email == nil) || (a == "sns" && c.Alerts.SNS == nil) {
 				return fieldErr(at+".alerts", "channel %q is not configured under alerts", a)
 			}
-			if a != "slack" && a != "email" {
-				return fieldErr(at+".alerts", "unknown channel %q (slack, email)", a)
+			if a != "slack" && a != "email" && a != "sns" {
+				return fieldErr(at+".alerts", "unknown channel %q (slack, email, sns)", a)
 			}
 		}
 	}

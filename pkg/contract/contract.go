@@ -1,13 +1,15 @@
 // Package contract is the data contract of a pipeline's raw file: which columns a CSV must have,
-// their types and which are required. It loads contracts (built in from schemas/contracts or from
-// a JSON file), renders the staging table they describe, and streams a CSV through one with
-// constant memory, turning each record into values pgx's binary COPY accepts or into a
-// *Violation (which matches ErrContract) naming the line, column, value and broken rule. Columns
-// are matched by header name, so their order in the file does not matter; a UTF-8 byte order mark
-// is ignored. Empty, "N/A" and "NULL" (any case) mean no value. Numbers must be plain decimals
-// (no exponent, NaN or Infinity); dates are YYYY-MM-DD; timestamptz values are RFC 3339 with a
-// zone (a space may replace the T), and a naive "2006-01-02 15:04:05" or "2006-01-02T15:04:05"
-// (optionally with fractional seconds) is taken to be UTC.
+// their types, which are required, the ranges, lengths and patterns their values must keep, the
+// key, and what to do with columns the contract does not know. It loads contracts (built in from
+// schemas/contracts or from a JSON file), renders the staging table they describe, and streams a
+// CSV through one with constant memory, turning each record into values pgx's binary COPY accepts
+// or into *Violations (which match ErrContract) naming the line, column, value and broken rule.
+// Columns are matched by header name, so their order in the file does not matter; a UTF-8 byte
+// order mark is ignored. Empty, "N/A" and "NULL" (any case) mean no value. Numbers must be plain
+// decimals (no exponent, NaN or Infinity); dates are YYYY-MM-DD; timestamps are
+// YYYY-MM-DD[T ]HH:MM:SS[.fraction][zone] with zone Z, ±HH, ±HHMM or ±HH:MM, and a timestamp
+// without a zone is read in the column's timezone (default UTC). docs/data-path.md is the
+// user-facing description of all of this.
 package contract
 
 import (
@@ -54,16 +56,63 @@ type Contract struct {
 	// Key is the column that identifies a row in the target (dbt's unique_key).
 	Key string `json:"key"`
 	// VersionColumn orders versions of the same key; a row never replaces a newer one.
-	VersionColumn string   `json:"version_column,omitempty"`
-	Columns       []Column `json:"columns"`
+	VersionColumn string `json:"version_column,omitempty"`
+	// UnknownColumns is what a header column the contract does not declare does: "reject"
+	// (the default: the file fails) or "ignore" (the column is skipped).
+	UnknownColumns string   `json:"unknown_columns,omitempty"`
+	Columns        []Column `json:"columns"`
 }
+
+// The unknown_columns policies.
+const (
+	RejectUnknown = "reject"
+	IgnoreUnknown = "ignore"
+)
 
 // Column is one column of a contract.
 type Column struct {
-	Name     string `json:"name"`
-	Type     Type   `json:"type"`
-	Required bool   `json:"required"`
+	Name        string `json:"name"`
+	Type        Type   `json:"type"`
+	Required    bool   `json:"required"`
+	Description string `json:"description,omitempty"`
+	// Min and Max bound the value (inclusive): numbers for bigint, integer and numeric, a
+	// YYYY-MM-DD date for date, a timestamp for timestamptz.
+	Min *Bound `json:"min,omitempty"`
+	Max *Bound `json:"max,omitempty"`
+	// Pattern is a regular expression (RE2 syntax) a text value must match as a whole.
+	Pattern string `json:"pattern,omitempty"`
+	// MaxLength is the most characters a text value may have (0: no limit).
+	MaxLength int `json:"max_length,omitempty"`
+	// Timezone is the IANA zone a timestamptz value without a zone is read in (default UTC).
+	Timezone string `json:"timezone,omitempty"`
+	// RequireZone makes a timestamptz value without a zone a violation.
+	RequireZone bool `json:"require_zone,omitempty"`
 }
+
+// Bound is a min or max as written in the contract: a JSON number or string.
+type Bound struct{ text string }
+
+// String returns the bound as written.
+func (b *Bound) String() string { return b.text }
+
+// UnmarshalJSON keeps a number's literal text (so 0.1 stays exact) or a string's value.
+func (b *Bound) UnmarshalJSON(data []byte) error {
+	if len(data) > 0 && data[0] == '"' {
+		return json.Unmarshal(data, &b.text)
+	}
+	var n json.Number
+	if err := json.Unmarshal(data, &n); err != nil {
+		return errors.New("min and max must be numbers or strings")
+	}
+	b.text = n.String()
+	return nil
+}
+
+// MarshalJSON writes the bound back as a string.
+func (b *Bound) MarshalJSON() ([]byte, error) { return json.Marshal(b.text) }
+
+// NewBound returns a bound with the given text, for contracts built in code.
+func NewBound(text string) *Bound { return &Bound{text: text} }
 
 // Column returns the named column.
 func (c *Contract) Column(name string) (Column, bool) {
@@ -152,8 +201,9 @@ var (
 	identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 )
 
-// Validate checks the contract itself: a name, known types, plain unique column names, and a key
-// (and version column, if any) that is a required column.
+// Validate checks the contract itself: a name, known types, plain unique column names, a key (and
+// version column, if any) that is a required column, a known unknown_columns policy, and checks
+// (min, max, pattern, max_length, timezone) that suit their column's type.
 func (c *Contract) Validate() error {
 	if !nameRe.MatchString(c.Name) {
 		return fmt.Errorf("contract name %q must be lowercase letters, digits and _, starting with a letter", c.Name)
@@ -176,6 +226,14 @@ func (c *Contract) Validate() error {
 		if !types[col.Type] {
 			return fmt.Errorf("contract %s: column %s: unknown type %q (bigint, integer, numeric, text, date, timestamptz)", c.Name, col.Name, col.Type)
 		}
+		if _, err := compileColumn(col); err != nil {
+			return fmt.Errorf("contract %s: column %s: %w", c.Name, col.Name, err)
+		}
+	}
+	switch c.UnknownColumns {
+	case "", RejectUnknown, IgnoreUnknown:
+	default:
+		return fmt.Errorf("contract %s: unknown_columns %q must be %q or %q", c.Name, c.UnknownColumns, RejectUnknown, IgnoreUnknown)
 	}
 	for _, f := range []struct{ field, name string }{{"key", c.Key}, {"version_column", c.VersionColumn}} {
 		if f.name == "" && f.field == "version_column" {

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,14 +13,18 @@ func TestLoadBuiltIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Column{
-		{Name: "order_id", Type: Bigint, Required: true},
-		{Name: "customer_id", Type: Integer, Required: true},
-		{Name: "amount", Type: Numeric, Required: true},
-		{Name: "updated_at", Type: Timestamptz, Required: true},
+	var got []string
+	for _, col := range c.Columns {
+		got = append(got, fmt.Sprintf("%s %s required=%v min=%v max=%v", col.Name, col.Type, col.Required, col.Min, col.Max))
 	}
-	if c.Name != "orders" || c.Key != "order_id" || c.VersionColumn != "updated_at" || !slices.Equal(c.Columns, want) {
-		t.Fatalf("orders contract = %+v", c)
+	want := []string{
+		"order_id bigint required=true min=1 max=<nil>",
+		"customer_id integer required=true min=1 max=<nil>",
+		"amount numeric required=true min=0 max=<nil>",
+		"updated_at timestamptz required=true min=2000-01-01T00:00:00Z max=<nil>",
+	}
+	if c.Name != "orders" || c.Key != "order_id" || c.VersionColumn != "updated_at" || c.UnknownColumns != RejectUnknown || !slices.Equal(got, want) {
+		t.Fatalf("orders contract = %+v\ncolumns %q", c, got)
 	}
 	if !slices.Contains(BuiltIn(), "orders") {
 		t.Fatalf("BuiltIn() = %v, want it to list orders", BuiltIn())
@@ -76,6 +81,20 @@ func TestParseValidates(t *testing.T) {
 		{"key unknown", `{"name": "a", "key": "nope", "columns": [` + id + `]}`, `key "nope" is not one of its columns`},
 		{"key optional", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "bigint"}]}`, "key id must be a required column"},
 		{"version unknown", `{"name": "a", "key": "id", "version_column": "v", "columns": [` + id + `]}`, `version_column "v" is not one of its columns`},
+		{"unknown_columns", `{"name": "a", "key": "id", "unknown_columns": "drop", "columns": [` + id + `]}`, `unknown_columns "drop" must be "reject" or "ignore"`},
+		{"min not a number", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "bigint", "required": true, "min": "one"}]}`, `column id: min "one": not an integer`},
+		{"min is an object", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "bigint", "required": true, "min": {}}]}`, "min and max must be numbers or strings"},
+		{"max below min", `{"name": "a", "key": "id", "columns": [{"name": "id", "type": "bigint", "required": true, "min": 5, "max": 4}]}`, "min 5 is greater than max 4"},
+		{"numeric bound with exponent", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "x", "type": "numeric", "max": 1e3}]}`, `max "1e3": not a plain decimal number`},
+		{"date bound", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "d", "type": "date", "min": "2024-02-30"}]}`, `min "2024-02-30": not a YYYY-MM-DD date`},
+		{"timestamp bound", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "t", "type": "timestamptz", "min": "noon"}]}`, `min "noon": not a timestamp`},
+		{"text bound", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "s", "type": "text", "min": "a"}]}`, "min does not apply to text columns"},
+		{"pattern on a number", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "x", "type": "numeric", "pattern": "1"}]}`, "pattern applies to text columns only"},
+		{"bad pattern", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "s", "type": "text", "pattern": "("}]}`, "pattern: error parsing regexp"},
+		{"max_length on a date", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "d", "type": "date", "max_length": 3}]}`, "max_length applies to text columns only"},
+		{"negative max_length", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "s", "type": "text", "max_length": -1}]}`, "max_length applies to text columns only and must be positive"},
+		{"timezone on a date", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "d", "type": "date", "timezone": "UTC"}]}`, "timezone and require_zone apply to timestamptz columns only"},
+		{"unknown timezone", `{"name": "a", "key": "id", "columns": [` + id + `, {"name": "t", "type": "timestamptz", "timezone": "Mars/Olympus"}]}`, `timezone "Mars/Olympus"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.json))

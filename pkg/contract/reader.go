@@ -3,17 +3,16 @@ package contract
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // ErrContract is matched (errors.Is) by every way data can break a contract: every *Violation.
@@ -22,13 +21,6 @@ var ErrContract = errors.New("contract violation")
 // MaxRecordBytes bounds one CSV record, header included (give or take the 4 KiB read buffer),
 // so a file with a runaway quoted field cannot make the reader hold it all in memory.
 const MaxRecordBytes = 1 << 20
-
-// PostgreSQL's numeric holds up to 131072 digits before the point and 16383 after; a longer
-// value would fail the COPY on the server, which looks transient and would be retried forever.
-const (
-	maxNumericIntDigits  = 131072
-	maxNumericFracDigits = 16383
-)
 
 // maxValueLen is how much of an offending value a Violation keeps.
 const maxValueLen = 40
@@ -47,19 +39,29 @@ type Violation struct {
 
 // Error reads like `contract violation at line 7, column amount: value "12a" is not a number`.
 func (v *Violation) Error() string {
+	if v.Line > 0 || v.Column != "" {
+		return "contract violation at " + v.Detail()
+	}
+	return "contract violation: " + v.Rule
+}
+
+// Detail is the violation without its "contract violation at" prefix:
+// `line 7, column amount: value "12a" is not a number`.
+func (v *Violation) Detail() string {
 	var b strings.Builder
-	b.WriteString("contract violation")
 	if v.Line > 0 {
-		fmt.Fprintf(&b, " at line %d", v.Line)
+		fmt.Fprintf(&b, "line %d", v.Line)
 	}
 	if v.Column != "" {
 		if v.Line > 0 {
-			b.WriteString(",")
+			b.WriteString(", ")
 		}
-		b.WriteString(" column ")
+		b.WriteString("column ")
 		b.WriteString(v.Column)
 	}
-	b.WriteString(": ")
+	if b.Len() > 0 {
+		b.WriteString(": ")
+	}
 	if v.Line > 1 && v.Column != "" {
 		// A data row's value.
 		fmt.Fprintf(&b, "value %q ", v.Value)
@@ -87,45 +89,89 @@ func clip(s string) string {
 	return s[:i] + "…"
 }
 
+// BadRow is a record that breaks the contract.
+type BadRow struct {
+	// Line is the line the record starts on.
+	Line int
+	// Record holds the record's fields as read, or nil when the CSV itself is malformed there.
+	// It is only valid during the OnBadRow call.
+	Record []string
+	// Violations lists every broken rule of the record, at least one.
+	Violations []*Violation
+}
+
 // Reader streams a CSV file through a contract one record at a time; memory does not grow with
 // the file. Use it like bufio.Scanner:
 //
 //	for r.Next() { use(r.Values()) }
 //	if err := r.Err(); err != nil { ... }
+//
+// By default the first bad row stops it (Err returns its first *Violation). With OnBadRow set,
+// bad rows go to that function and reading goes on with the next record. A malformed header, an
+// empty or header-only file and an over-long record always stop the reader: nothing after them
+// could be read reliably.
 type Reader struct {
-	c    *Contract
-	lim  *recordLimiter
-	csv  *csv.Reader
-	cols []int // field index in the file -> column index in the contract
-	vals []any
-	line int // last line of the last record read
-	rows int64
-	err  error
-	done bool
+	c       *Contract
+	fields  []*field
+	lim     *recordLimiter
+	csv     *csv.Reader
+	cols    []int // field index in the file -> column index in the contract, or -1 to skip
+	width   int   // fields per record
+	vals    []any
+	bad     []*Violation
+	onBad   func(BadRow) error
+	line    int // last line of the last record read
+	rows    int64
+	badRows int64
+	err     error
+	done    bool
 }
 
 // NewReader reads the header of r and matches it to c's columns by name: order does not matter,
-// optional columns may be absent, a missing required column or an unknown column is a
-// *Violation. Errors reading r itself are returned as they are (they are not violations).
+// optional columns may be absent, a missing required column is a *Violation, and so is an
+// unknown column unless the contract ignores them. Errors reading r itself are returned as they
+// are (they are not violations), as is an invalid contract.
 func NewReader(r io.Reader, c *Contract) (*Reader, error) {
-	lim := &recordLimiter{r: r}
+	fields := make([]*field, len(c.Columns))
+	for i, col := range c.Columns {
+		f, err := compileColumn(col)
+		if err != nil {
+			return nil, fmt.Errorf("contract %s: column %s: %w", c.Name, col.Name, err)
+		}
+		fields[i] = f
+	}
+	in, err := decompress(r)
+	if err != nil {
+		return nil, err
+	}
+	lim := &recordLimiter{r: in}
 	br := bufio.NewReader(lim)
 	b, err := br.Peek(len(bom))
 	switch {
 	case err == nil && bytes.Equal(b, bom):
 		_, _ = br.Discard(len(bom))
 	case err != nil && err != io.EOF:
+		var v *Violation
+		if errors.As(err, &v) { // broken gzip data at the very start
+			return nil, &Violation{Line: 1, Rule: v.Rule}
+		}
 		return nil, fmt.Errorf("read csv: %w", err)
+	case len(b) >= 2 && (b[0] == 0xFF && b[1] == 0xFE || b[0] == 0xFE && b[1] == 0xFF):
+		return nil, violation(1, "", "", "the file is UTF-16 encoded (it starts with a UTF-16 byte order mark); it must be UTF-8")
 	}
 	cr := csv.NewReader(br) // uses br as is: it is already a large enough *bufio.Reader
 	cr.ReuseRecord = true
-	rd := &Reader{c: c, lim: lim, csv: cr, vals: make([]any, len(c.Columns))}
+	rd := &Reader{c: c, fields: fields, lim: lim, csv: cr, vals: make([]any, len(c.Columns))}
 
 	header, err := cr.Read()
 	if err == io.EOF {
 		return nil, violation(1, "", "", "no header: the file is empty")
 	}
 	if err != nil {
+		var pe *csv.ParseError
+		if errors.As(err, &pe) && !errors.Is(pe.Err, csv.ErrFieldCount) {
+			return nil, violation(pe.Line, "", "", fmt.Sprintf("malformed CSV header: %v (byte %d of the line)", pe.Err, pe.Column))
+		}
 		return nil, rd.readErr(err, header)
 	}
 	rd.line, _ = cr.FieldPos(len(header) - 1)
@@ -145,8 +191,13 @@ func (r *Reader) matchHeader(header []string, line int) error {
 	}
 	seen := make([]bool, len(r.c.Columns))
 	r.cols = make([]int, len(header))
+	r.width = len(header)
 	var unknown, dup []string
 	for j, h := range header {
+		if strings.ContainsRune(h, '\r') {
+			// encoding/csv only ends lines at LF, so a file with CR line endings is one long line.
+			return violation(line, "", "", "the header contains a carriage return: lines must end in LF or CRLF, not CR alone")
+		}
 		name := strings.TrimSpace(h)
 		if name == "" {
 			return violation(line, "", "", fmt.Sprintf("header field %d is empty", j+1))
@@ -154,6 +205,7 @@ func (r *Reader) matchHeader(header []string, line int) error {
 		i, ok := index[name]
 		switch {
 		case !ok:
+			r.cols[j] = -1
 			unknown = append(unknown, printable(clip(name)))
 		case seen[i]:
 			dup = append(dup, name)
@@ -168,6 +220,7 @@ func (r *Reader) matchHeader(header []string, line int) error {
 			missing = append(missing, col.Name)
 		}
 	}
+	ignore := r.c.UnknownColumns == IgnoreUnknown
 	switch {
 	case len(missing) > 0:
 		rule := "required column missing from the header"
@@ -175,7 +228,7 @@ func (r *Reader) matchHeader(header []string, line int) error {
 			rule += "; the header has unknown column(s) " + list(unknown)
 		}
 		return violation(line, strings.Join(missing, ", "), "", rule)
-	case len(unknown) > 0:
+	case len(unknown) > 0 && !ignore:
 		return &Violation{Line: line, Column: list(unknown),
 			Rule: fmt.Sprintf("not a column of contract %s (%s)", r.c.Name, strings.Join(r.c.ColumnNames(), ", "))}
 	case len(dup) > 0:
@@ -203,38 +256,85 @@ func list(names []string) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:5], ", "), len(names)-5)
 }
 
-// Next reads and checks the next record. It returns false at the end of the file or at the first
-// problem; Err tells which.
+// OnBadRow makes the reader hand each bad row to fn and go on reading; if fn returns an error,
+// the reader stops with it. Call it before the first Next.
+func (r *Reader) OnBadRow(fn func(BadRow) error) { r.onBad = fn }
+
+// Next reads the next good record. It returns false at the end of the file or when reading
+// stops; Err tells which.
 func (r *Reader) Next() bool {
-	if r.err != nil || r.done {
-		return false
+	for r.err == nil && !r.done {
+		ok, bad := r.read()
+		if ok {
+			return true
+		}
+		if bad == nil {
+			continue
+		}
+		r.badRows++
+		if r.onBad == nil {
+			r.err = bad.Violations[0]
+			return false
+		}
+		if err := r.onBad(*bad); err != nil {
+			r.err = err
+			return false
+		}
 	}
+	return false
+}
+
+// read reads one record: ok for a good one, a BadRow for a bad one, neither at the end or when
+// reading stops (r.done or r.err set).
+func (r *Reader) read() (ok bool, bad *BadRow) {
 	r.lim.n = 0
 	rec, err := r.csv.Read()
 	if err == io.EOF {
 		r.done = true
-		if r.rows == 0 {
+		if r.rows == 0 && r.badRows == 0 {
 			r.err = violation(r.line+1, "", "", "no data rows: the file has only a header")
 		}
-		return false
+		return false, nil
 	}
-	if err != nil {
+	r.bad = r.bad[:0]
+	var pe *csv.ParseError
+	switch {
+	case err == nil:
+	case errors.As(err, &pe) && errors.Is(pe.Err, csv.ErrFieldCount):
+		r.line, _ = r.csv.FieldPos(len(rec) - 1)
+		r.bad = append(r.bad, violation(pe.StartLine, "", "", fmt.Sprintf("record has %d fields, the header has %d", len(rec), r.width)))
+		return false, &BadRow{Line: pe.StartLine, Record: rec, Violations: r.bad}
+	case errors.As(err, &pe) && !errors.Is(err, errRecordTooLong):
+		// A stray or unbalanced quote: encoding/csv has consumed the record's lines, so the next
+		// record can still be read.
+		r.line = pe.Line
+		r.bad = append(r.bad, violation(pe.Line, "", "", fmt.Sprintf("malformed CSV: %v (byte %d of the line)", pe.Err, pe.Column)))
+		return false, &BadRow{Line: pe.StartLine, Violations: r.bad}
+	default:
 		r.err = r.readErr(err, rec)
-		return false
+		return false, nil
 	}
 	for j, s := range rec {
-		col := r.c.Columns[r.cols[j]]
-		v, rule := parse(col, s)
+		i := r.cols[j]
+		if i < 0 {
+			continue
+		}
+		f := r.fields[i]
+		v, rule := f.parse(s)
 		if rule != "" {
 			line, _ := r.csv.FieldPos(j)
-			r.err = violation(line, col.Name, s, rule)
-			return false
+			r.bad = append(r.bad, violation(line, f.Name, s, rule))
+			continue
 		}
-		r.vals[r.cols[j]] = v
+		r.vals[i] = v
 	}
 	r.line, _ = r.csv.FieldPos(len(rec) - 1)
+	if len(r.bad) > 0 {
+		start, _ := r.csv.FieldPos(0)
+		return false, &BadRow{Line: start, Record: rec, Violations: r.bad}
+	}
 	r.rows++
-	return true
+	return true, nil
 }
 
 // Values returns the current record's values in the contract's column order: int64 (bigint),
@@ -242,135 +342,36 @@ func (r *Reader) Next() bool {
 // nil for no value. The slice is reused by the next call to Next.
 func (r *Reader) Values() []any { return r.vals }
 
-// Err returns the first violation or read error, or nil after a clean end of file.
+// Err returns what stopped the reader: a *Violation, an error from OnBadRow's function, or a
+// read error; nil after a clean end of file.
 func (r *Reader) Err() error { return r.err }
 
-// Rows returns how many records have been read and accepted so far.
+// Rows returns how many good records have been read so far.
 func (r *Reader) Rows() int64 { return r.rows }
+
+// BadRows returns how many bad records have been read so far.
+func (r *Reader) BadRows() int64 { return r.badRows }
+
+// Line returns the last line of the last record read.
+func (r *Reader) Line() int { return r.line }
 
 func (r *Reader) readErr(err error, rec []string) error {
 	var pe *csv.ParseError
+	var v *Violation
 	switch {
+	case errors.As(err, &v): // from decompress: broken gzip data where the next record starts
+		if v.Line == 0 {
+			v = &Violation{Line: r.line + 1, Rule: v.Rule}
+		}
+		return v
 	case errors.Is(err, errRecordTooLong):
 		return violation(r.line+1, "", "", fmt.Sprintf("record is longer than %d bytes", MaxRecordBytes))
 	case errors.As(err, &pe) && errors.Is(pe.Err, csv.ErrFieldCount):
-		return violation(pe.StartLine, "", "", fmt.Sprintf("record has %d fields, the header has %d", len(rec), len(r.cols)))
+		return violation(pe.StartLine, "", "", fmt.Sprintf("record has %d fields, the header has %d", len(rec), r.width))
 	case errors.As(err, &pe):
 		return violation(pe.Line, "", "", fmt.Sprintf("malformed CSV: %v (byte %d of the line)", pe.Err, pe.Column))
 	}
 	return fmt.Errorf("read csv: %w", err)
-}
-
-const missingRule = "is missing but the column is required"
-
-// parse turns one field into the value COPY sends for col, or returns the rule it breaks.
-func parse(col Column, s string) (any, string) {
-	t := strings.TrimSpace(s)
-	if t == "" || strings.EqualFold(t, "N/A") || strings.EqualFold(t, "NULL") {
-		if col.Required {
-			return nil, missingRule
-		}
-		return nil, ""
-	}
-	switch col.Type {
-	case Bigint:
-		n, err := strconv.ParseInt(t, 10, 64)
-		if err != nil {
-			return nil, intRule(err, "bigint")
-		}
-		return n, ""
-	case Integer:
-		n, err := strconv.ParseInt(t, 10, 32)
-		if err != nil {
-			return nil, intRule(err, "integer")
-		}
-		return int32(n), ""
-	case Numeric:
-		intDigits, fracDigits, ok := plainDecimal(t)
-		if !ok {
-			return nil, "is not a number"
-		}
-		if intDigits > maxNumericIntDigits || fracDigits > maxNumericFracDigits {
-			return nil, "has more digits than numeric holds"
-		}
-		var n pgtype.Numeric
-		if err := n.Scan(t); err != nil {
-			return nil, "is not a number"
-		}
-		return n, ""
-	case Text:
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, "contains a NUL byte"
-		}
-		if !utf8.ValidString(s) {
-			return nil, "is not valid UTF-8"
-		}
-		return s, ""
-	case Date:
-		d, err := time.Parse(time.DateOnly, t)
-		if err != nil {
-			return nil, "is not a date (YYYY-MM-DD)"
-		}
-		return d, ""
-	case Timestamptz:
-		ts, ok := parseTimestamp(t)
-		if !ok {
-			return nil, "is not a timestamp (RFC 3339 with a zone, or YYYY-MM-DD HH:MM:SS in UTC)"
-		}
-		return ts, ""
-	}
-	return nil, fmt.Sprintf("has unknown type %q", col.Type)
-}
-
-func intRule(err error, typ string) string {
-	if errors.Is(err, strconv.ErrRange) {
-		return "is out of range for " + typ
-	}
-	return "is not an integer"
-}
-
-// plainDecimal checks s is [+-]digits[.digits] (at least one digit) and counts the significant
-// digits before the point and the digits after it.
-func plainDecimal(s string) (intDigits, fracDigits int, ok bool) {
-	if s != "" && (s[0] == '+' || s[0] == '-') {
-		s = s[1:]
-	}
-	whole, frac, _ := strings.Cut(s, ".")
-	if whole == "" && frac == "" {
-		return 0, 0, false
-	}
-	for _, part := range []string{whole, frac} {
-		for i := 0; i < len(part); i++ {
-			if part[i] < '0' || part[i] > '9' {
-				return 0, 0, false
-			}
-		}
-	}
-	return len(strings.TrimLeft(whole, "0")), len(frac), true
-}
-
-// parseTimestamp accepts RFC 3339 with a zone, or a naive timestamp taken as UTC; the date and
-// time may be separated by T or a space, and seconds may have a fraction.
-func parseTimestamp(s string) (time.Time, bool) {
-	if len(s) < len("2006-01-02T15:04:05") {
-		return time.Time{}, false
-	}
-	layout := "2006-01-02T15:04:05.999999999"
-	switch s[10] {
-	case 'T':
-	case ' ':
-		layout = "2006-01-02 15:04:05.999999999"
-	default:
-		return time.Time{}, false
-	}
-	if tail := s[19:]; strings.HasSuffix(tail, "Z") || strings.ContainsAny(tail, "+-") {
-		layout += "Z07:00"
-	}
-	ts, err := time.Parse(layout, s) // without a zone in the layout, time.Parse returns UTC
-	if err != nil {
-		return time.Time{}, false
-	}
-	return ts, true
 }
 
 var errRecordTooLong = errors.New("csv record too long")
@@ -392,4 +393,56 @@ func (l *recordLimiter) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.n += n
 	return n, err
+}
+
+// decompress returns r, or r's content when r is gzip-compressed (it starts with gzip's magic
+// bytes, which no UTF-8 CSV does). Broken gzip data reads as a *Violation.
+func decompress(r io.Reader) (io.Reader, error) {
+	var head [2]byte
+	n, err := io.ReadFull(r, head[:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, fmt.Errorf("read csv: %w", err)
+	}
+	r = io.MultiReader(bytes.NewReader(head[:n]), r)
+	if n < 2 || head[0] != 0x1f || head[1] != 0x8b {
+		return r, nil
+	}
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		if v, ok := gzipError(err).(*Violation); ok {
+			v.Line = 1
+			return nil, v
+		}
+		return nil, fmt.Errorf("read csv: %w", err)
+	}
+	return &gunzip{zr: zr}, nil
+}
+
+// gunzip reads a gzip stream, turning errors in the compressed data into violations.
+type gunzip struct{ zr *gzip.Reader }
+
+func (g *gunzip) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != nil && err != io.EOF {
+		err = gzipError(err)
+	}
+	return n, err
+}
+
+// gzipError names what is wrong with gzip data; other errors (reading the source) pass as they are.
+func gzipError(err error) error {
+	var corrupt flate.CorruptInputError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The compressed stream ended early; the caller's checksum tells whether the file was
+		// cut short on the way or is itself truncated.
+		return &Violation{Rule: "gzip data is truncated (the compressed stream ends early)"}
+	case errors.Is(err, gzip.ErrChecksum):
+		return &Violation{Rule: "gzip data is corrupt (checksum mismatch)"}
+	case errors.Is(err, gzip.ErrHeader):
+		return &Violation{Rule: "gzip data is corrupt (bad header, or bytes after the end of the stream)"}
+	case errors.As(err, &corrupt):
+		return &Violation{Rule: fmt.Sprintf("gzip data is corrupt at byte %d", int64(corrupt))}
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,7 @@ func readAll(c *Contract, input string) ([][]string, error) {
 func TestReaderGood(t *testing.T) {
 	orders := mustLoad(t, "orders")
 	events := mustLoad(t, "contracts/events.json")
+	checks := mustLoad(t, "contracts/checks.json")
 	for _, tc := range []struct {
 		name  string
 		c     *Contract
@@ -74,10 +76,10 @@ func TestReaderGood(t *testing.T) {
 		{
 			name:  "orders",
 			c:     orders,
-			input: "order_id,customer_id,amount,updated_at\n1,10,12.50,2024-01-01T10:00:00Z\n2,11,-0.5,2024-01-01T10:00:00+02:00\n",
+			input: "order_id,customer_id,amount,updated_at\n1,10,12.50,2024-01-01T10:00:00Z\n2,11,0.5,2024-01-01T10:00:00+02:00\n",
 			want: [][]string{
 				{"int64:1", "int32:10", "numeric:12.50", "time:2024-01-01T10:00:00Z"},
-				{"int64:2", "int32:11", "numeric:-0.5", "time:2024-01-01T08:00:00Z"},
+				{"int64:2", "int32:11", "numeric:0.5", "time:2024-01-01T08:00:00Z"},
 			},
 		},
 		{
@@ -99,10 +101,46 @@ func TestReaderGood(t *testing.T) {
 		},
 		{
 			name:  "extremes",
-			c:     orders,
-			input: "order_id,customer_id,amount,updated_at\n9223372036854775807,-2147483648,-000123.4500,0001-01-01T00:00:00Z\n",
+			c:     events,
+			input: "id,n,x,at\n9223372036854775807,-2147483648,-000123.4500,0001-01-01T00:00:00Z\n-9223372036854775808,2147483647,0,9999-12-31T23:59:59.999999999Z\n",
 			want: [][]string{
-				{"int64:9223372036854775807", "int32:-2147483648", "numeric:-123.4500", "time:0001-01-01T00:00:00Z"},
+				{"int64:9223372036854775807", "int32:-2147483648", "numeric:-123.4500", "nil", "nil", "time:0001-01-01T00:00:00Z"},
+				{"int64:-9223372036854775808", "int32:2147483647", "numeric:0", "nil", "nil", "time:9999-12-31T23:59:59.999999999Z"},
+			},
+		},
+		{
+			name: "timestamps in mixed formats and zones",
+			c:    events,
+			input: "id,at\n" +
+				"1,2024-03-10T10:00:00Z\n" +
+				"2,2024-03-10 10:00:00+01:00\n" +
+				"3,2024-03-10T10:00:00+0100\n" +
+				"4,2024-03-10T10:00:00-01\n" +
+				"5,2024-03-10 10:00:00.5\n" +
+				"6,2024-03-10T10:00:00.123456789+05:30\n",
+			want: [][]string{
+				{"int64:1", "nil", "nil", "nil", "nil", "time:2024-03-10T10:00:00Z"},
+				{"int64:2", "nil", "nil", "nil", "nil", "time:2024-03-10T09:00:00Z"},
+				{"int64:3", "nil", "nil", "nil", "nil", "time:2024-03-10T09:00:00Z"},
+				{"int64:4", "nil", "nil", "nil", "nil", "time:2024-03-10T11:00:00Z"},
+				{"int64:5", "nil", "nil", "nil", "nil", "time:2024-03-10T10:00:00.5Z"},
+				{"int64:6", "nil", "nil", "nil", "nil", "time:2024-03-10T04:30:00.123456789Z"},
+			},
+		},
+		{
+			// Europe/Paris: 2024-03-31 02:30 does not exist, 2024-10-27 02:30 happens twice.
+			name: "checks within bounds, naive times in the column's zone, unknown columns ignored",
+			c:    checks,
+			input: "id,colour,code,label,price,day,local,strict\n" +
+				"1,red,AB-123,héllo,0.01,2024-01-01,2024-01-15 12:00:00,2029-12-31T23:00:00Z\n" +
+				"1000,blue,,,99.99,2024-12-31,2024-07-15 12:00:00,\n" +
+				"2,,ZZ-000,,50,,2024-10-27 02:30:00,\n" +
+				"3,,,,,,2024-10-27 02:30:00+01:00,\n",
+			want: [][]string{
+				{"int64:1", "string:AB-123", "string:héllo", "numeric:0.01", "time:2024-01-01T00:00:00Z", "time:2024-01-15T11:00:00Z", "time:2029-12-31T23:00:00Z"},
+				{"int64:1000", "nil", "nil", "numeric:99.99", "time:2024-12-31T00:00:00Z", "time:2024-07-15T10:00:00Z", "nil"},
+				{"int64:2", "string:ZZ-000", "nil", "numeric:50", "nil", "time:2024-10-27T00:30:00Z", "nil"},
+				{"int64:3", "nil", "nil", "nil", "nil", "time:2024-10-27T01:30:00Z", "nil"},
 			},
 		},
 		{
@@ -145,6 +183,7 @@ func row(field int, value string) string {
 func TestReaderViolations(t *testing.T) {
 	orders := mustLoad(t, "orders")
 	events := mustLoad(t, "contracts/events.json")
+	checks := mustLoad(t, "contracts/checks.json")
 	good := row(0, "1")
 	const amount, ts, custID, orderID = 2, 3, 1, 0
 	for _, tc := range []struct {
@@ -156,6 +195,7 @@ func TestReaderViolations(t *testing.T) {
 		{"empty file", orders, "", Violation{Line: 1, Rule: "no header: the file is empty"}},
 		{"only a BOM", orders, "\ufeff", Violation{Line: 1, Rule: "no header: the file is empty"}},
 		{"only blank lines", orders, "\n\r\n", Violation{Line: 1, Rule: "no header: the file is empty"}},
+		{"UTF-16", orders, "\xff\xfeo\x00r\x00", Violation{Line: 1, Rule: "the file is UTF-16 encoded (it starts with a UTF-16 byte order mark); it must be UTF-8"}},
 		{"header only", orders, ordersHeader, Violation{Line: 2, Rule: "no data rows: the file has only a header"}},
 		{"header only, CRLF", orders, strings.ReplaceAll(ordersHeader, "\n", "\r\n"), Violation{Line: 2, Rule: "no data rows: the file has only a header"}},
 		{"missing required columns", orders, "order_id,updated_at\n1,2024-01-01T00:00:00Z\n",
@@ -169,7 +209,11 @@ func TestReaderViolations(t *testing.T) {
 		{"duplicate column", orders, "order_id,customer_id,amount,updated_at,amount\n",
 			Violation{Line: 1, Column: "amount", Rule: "column appears more than once in the header"}},
 		{"empty header field", orders, "order_id,customer_id,,amount,updated_at\n", Violation{Line: 1, Rule: "header field 3 is empty"}},
-		{"malformed header", orders, "order_id,\"customer_id\n", Violation{Line: 1, Rule: `malformed CSV: extraneous or missing " in quoted-field (byte 23 of the line)`}},
+		{"malformed header", orders, "order_id,\"customer_id\n", Violation{Line: 1, Rule: `malformed CSV header: extraneous or missing " in quoted-field (byte 23 of the line)`}},
+		{"CR line endings", orders, "order_id,customer_id,amount,updated_at\r1,10,1,2024-01-01T00:00:00Z\r",
+			Violation{Line: 1, Rule: "the header contains a carriage return: lines must end in LF or CRLF, not CR alone"}},
+		{"renamed column", orders, "order_id,customer_id,total,updated_at\n",
+			Violation{Line: 1, Column: "amount", Rule: "required column missing from the header; the header has unknown column(s) total"}},
 
 		{"bad amount on line 5", orders, ordersHeader + good + good + good + row(amount, "12a") + good,
 			Violation{Line: 5, Column: "amount", Value: "12a", Rule: "is not a number"}},
@@ -195,8 +239,36 @@ func TestReaderViolations(t *testing.T) {
 			Violation{Line: 2, Column: "customer_id", Value: "2147483648", Rule: "is out of range for integer"}},
 		{"date as timestamp", orders, ordersHeader + row(ts, "2024-01-01"), Violation{Line: 2, Column: "updated_at", Value: "2024-01-01", Rule: tsRule}},
 		{"month 13", orders, ordersHeader + row(ts, "2024-13-01 00:00:00"), Violation{Line: 2, Column: "updated_at", Value: "2024-13-01 00:00:00", Rule: tsRule}},
-		{"zone without colon", orders, ordersHeader + row(ts, "2024-01-01T10:00:00+0100"),
-			Violation{Line: 2, Column: "updated_at", Value: "2024-01-01T10:00:00+0100", Rule: tsRule}},
+		{"zone of three digits", orders, ordersHeader + row(ts, "2024-01-01T10:00:00+010"),
+			Violation{Line: 2, Column: "updated_at", Value: "2024-01-01T10:00:00+010", Rule: tsRule}},
+		{"zone hour 24", orders, ordersHeader + row(ts, "2024-01-01T10:00:00+24:00"),
+			Violation{Line: 2, Column: "updated_at", Value: "2024-01-01T10:00:00+24:00", Rule: tsRule}},
+		{"no seconds", orders, ordersHeader + row(ts, "2024-01-01T10:00Z"), Violation{Line: 2, Column: "updated_at", Value: "2024-01-01T10:00Z", Rule: tsRule}},
+		{"leap second", orders, ordersHeader + row(ts, "2024-06-30T23:59:60Z"), Violation{Line: 2, Column: "updated_at", Value: "2024-06-30T23:59:60Z", Rule: tsRule}},
+		{"ten fraction digits", orders, ordersHeader + row(ts, "2024-01-01T10:00:00.1234567890Z"),
+			Violation{Line: 2, Column: "updated_at", Value: "2024-01-01T10:00:00.1234567890Z", Rule: tsRule}},
+		{"US date", orders, ordersHeader + row(ts, "01/02/2024 10:00:00"), Violation{Line: 2, Column: "updated_at", Value: "01/02/2024 10:00:00", Rule: tsRule}},
+		{"order_id below min", orders, ordersHeader + row(orderID, "0"), Violation{Line: 2, Column: "order_id", Value: "0", Rule: "is less than the minimum 1"}},
+		{"negative amount", orders, ordersHeader + row(amount, "-0.01"), Violation{Line: 2, Column: "amount", Value: "-0.01", Rule: "is less than the minimum 0"}},
+		{"updated_at before 2000", orders, ordersHeader + row(ts, "1999-12-31T23:59:59Z"),
+			Violation{Line: 2, Column: "updated_at", Value: "1999-12-31T23:59:59Z", Rule: "is less than the minimum 2000-01-01T00:00:00Z"}},
+		{"formula in a number", orders, ordersHeader + row(amount, "=1+2"), Violation{Line: 2, Column: "amount", Value: "=1+2", Rule: "is not a number"}},
+		{"at sign in an integer", orders, ordersHeader + row(custID, "@SUM(1)"), Violation{Line: 2, Column: "customer_id", Value: "@SUM(1)", Rule: "is not an integer"}},
+		{"NUL in a number", orders, ordersHeader + row(amount, "1\x002"), Violation{Line: 2, Column: "amount", Value: "1\x002", Rule: "contains a NUL byte"}},
+		{"Latin-1 in a number", orders, ordersHeader + row(amount, "1\xa0"), Violation{Line: 2, Column: "amount", Value: "1\xa0", Rule: utf8Rule}},
+
+		{"id above max", checks, "id\n1001\n", Violation{Line: 2, Column: "id", Value: "1001", Rule: "is greater than the maximum 1000"}},
+		{"pattern", checks, "id,code\n1,ab-123\n", Violation{Line: 2, Column: "code", Value: "ab-123", Rule: "does not match the pattern [A-Z]{2}-[0-9]{3}"}},
+		{"pattern is anchored", checks, "id,code\n1,XAB-123\n", Violation{Line: 2, Column: "code", Value: "XAB-123", Rule: "does not match the pattern [A-Z]{2}-[0-9]{3}"}},
+		{"max_length counts characters", checks, "id,label\n1,héllos\n", Violation{Line: 2, Column: "label", Value: "héllos", Rule: "is longer than 5 characters"}},
+		{"price below min", checks, "id,price\n1,0.009\n", Violation{Line: 2, Column: "price", Value: "0.009", Rule: "is less than the minimum 0.01"}},
+		{"price above max", checks, "id,price\n1,99.991\n", Violation{Line: 2, Column: "price", Value: "99.991", Rule: "is greater than the maximum 99.99"}},
+		{"day above max", checks, "id,day\n1,2025-01-01\n", Violation{Line: 2, Column: "day", Value: "2025-01-01", Rule: "is greater than the maximum 2024-12-31"}},
+		{"daylight-saving gap", checks, "id,local\n1,2024-03-31 02:30:00\n",
+			Violation{Line: 2, Column: "local", Value: "2024-03-31 02:30:00", Rule: "does not exist in time zone Europe/Paris (a daylight-saving change skips it)"}},
+		{"zone required", checks, "id,strict\n1,2024-01-01 00:00:00\n", Violation{Line: 2, Column: "strict", Value: "2024-01-01 00:00:00", Rule: "has no time zone, and the column requires one"}},
+		{"strict above max", checks, "id,strict\n1,2030-01-01T00:00:01Z\n",
+			Violation{Line: 2, Column: "strict", Value: "2030-01-01T00:00:01Z", Rule: "is greater than the maximum 2030-01-01 00:00:00Z"}},
 		{"words", orders, ordersHeader + row(ts, "yesterday at noon"), Violation{Line: 2, Column: "updated_at", Value: "yesterday at noon", Rule: tsRule}},
 		{"field count", orders, ordersHeader + good + "1,2,3\n", Violation{Line: 3, Rule: "record has 3 fields, the header has 4"}},
 		{"bare quote", orders, ordersHeader + good + "1,2,3\"4,2024-01-01T00:00:00Z\n",
@@ -207,7 +279,7 @@ func TestReaderViolations(t *testing.T) {
 			Violation{Line: 2, Column: "amount", Value: strings.Repeat("9", 40) + "…", Rule: "is not a number"}},
 
 		{"NUL in text", events, "id,at,note\n1,2024-01-01T00:00:00Z,\"a\x00b\"\n", Violation{Line: 2, Column: "note", Value: "a\x00b", Rule: "contains a NUL byte"}},
-		{"invalid UTF-8", events, "id,at,note\n1,2024-01-01T00:00:00Z,caf\xe9\n", Violation{Line: 2, Column: "note", Value: "caf\xe9", Rule: "is not valid UTF-8"}},
+		{"invalid UTF-8", events, "id,at,note\n1,2024-01-01T00:00:00Z,caf\xe9\n", Violation{Line: 2, Column: "note", Value: "caf\xe9", Rule: utf8Rule}},
 		{"February 30", events, "id,at,day\n1,2024-01-01T00:00:00Z,2024-02-30\n", Violation{Line: 2, Column: "day", Value: "2024-02-30", Rule: "is not a date (YYYY-MM-DD)"}},
 		{"optional integer", events, "id,at,n\n1,2024-01-01T00:00:00Z,x\n", Violation{Line: 2, Column: "n", Value: "x", Rule: "is not an integer"}},
 		{"line after a quoted multi-line field", events,
@@ -233,7 +305,130 @@ func TestReaderViolations(t *testing.T) {
 	}
 }
 
-const tsRule = "is not a timestamp (RFC 3339 with a zone, or YYYY-MM-DD HH:MM:SS in UTC)"
+const (
+	tsRule   = timestampRule
+	utf8Rule = "is not valid UTF-8 (the file must be UTF-8 encoded)"
+)
+
+func TestOnBadRowGoesOn(t *testing.T) {
+	input := ordersHeader +
+		"1,10,1.00,2024-01-01T00:00:00Z\n" + // line 2: good
+		"2,x,-1,2024-01-01T00:00:00Z\n" + // line 3: two violations
+		"3,1\"2,1,2024-01-01T00:00:00Z\n" + // line 4: a bare quote
+		"4,13,1\n" + // line 5: a truncated row
+		"5,14,2.50,2024-01-01T00:00:00Z\n" + // line 6: good
+		"6,15,\"multi\nline\",2024-01-01T00:00:00Z\n" + // lines 7-8: not a number
+		"7,16,3,2024-01-01 00:00:00\n" // line 9: good
+	r, err := NewReader(strings.NewReader(input), mustLoad(t, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []string
+	r.OnBadRow(func(b BadRow) error {
+		var vs []string
+		for _, v := range b.Violations {
+			vs = append(vs, v.Error())
+		}
+		bad = append(bad, fmt.Sprintf("line %d %q: %s", b.Line, b.Record, strings.Join(vs, " | ")))
+		return nil
+	})
+	var ids []int64
+	for r.Next() {
+		ids = append(ids, r.Values()[0].(int64))
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ids) != "[1 5 7]" || r.Rows() != 3 || r.BadRows() != 4 {
+		t.Fatalf("good ids %v, Rows %d, BadRows %d; bad rows:\n%s", ids, r.Rows(), r.BadRows(), strings.Join(bad, "\n"))
+	}
+	want := []string{
+		`line 3 ["2" "x" "-1" "2024-01-01T00:00:00Z"]: contract violation at line 3, column customer_id: value "x" is not an integer | ` +
+			`contract violation at line 3, column amount: value "-1" is less than the minimum 0`,
+		`line 4 []: contract violation at line 4: malformed CSV: bare " in non-quoted-field (byte 4 of the line)`,
+		`line 5 ["4" "13" "1"]: contract violation at line 5: record has 3 fields, the header has 4`,
+		`line 7 ["6" "15" "multi\nline" "2024-01-01T00:00:00Z"]: contract violation at line 7, column amount: value "multi\nline" is not a number`,
+	}
+	if strings.Join(bad, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("bad rows\n%s\nwant\n%s", strings.Join(bad, "\n"), strings.Join(want, "\n"))
+	}
+
+	// The function's error stops the reader.
+	r, err = NewReader(strings.NewReader(input), mustLoad(t, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("too many")
+	r.OnBadRow(func(BadRow) error { return stop })
+	for r.Next() {
+	}
+	if !errors.Is(r.Err(), stop) || r.Rows() != 1 {
+		t.Fatalf("err = %v after %d rows, want the function's error after 1 row", r.Err(), r.Rows())
+	}
+}
+
+func TestAllBadRowsIsNotHeaderOnly(t *testing.T) {
+	r, err := NewReader(strings.NewReader(ordersHeader+row(2, "x")), mustLoad(t, "orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.OnBadRow(func(BadRow) error { return nil })
+	for r.Next() {
+		t.Fatal("a bad row came out as good")
+	}
+	if r.Err() != nil || r.BadRows() != 1 {
+		t.Fatalf("err = %v, bad rows %d; want no error and 1 bad row", r.Err(), r.BadRows())
+	}
+}
+
+func gz(t testing.TB, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestReaderGzip(t *testing.T) {
+	orders := mustLoad(t, "orders")
+	body := "\ufeff" + ordersHeader + row(0, "1") + row(0, "2")
+	z := gz(t, body)
+	corrupt := bytes.Clone(z)
+	corrupt[len(corrupt)-6] ^= 0xff // inside the CRC-32 trailer
+	for _, tc := range []struct {
+		name  string
+		input []byte
+		rows  int
+		rule  string
+	}{
+		{"compressed", z, 2, ""},
+		{"two members", append(gz(t, ordersHeader+row(0, "1")), gz(t, row(0, "2"))...), 2, ""},
+		{"truncated", z[:len(z)-10], 0, "gzip data is truncated (the compressed stream ends early)"},
+		{"cut in the header", z[:5], 0, "gzip data is truncated (the compressed stream ends early)"},
+		{"checksum", corrupt, 0, "gzip data is corrupt (checksum mismatch)"},
+		{"trailing garbage", append(bytes.Clone(z), "garbage after the stream"...), 0, "gzip data is corrupt (bad header, or bytes after the end of the stream)"},
+		{"empty content", gz(t, ""), 0, "no header: the file is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := readAll(orders, string(tc.input))
+			if tc.rule == "" {
+				if err != nil || len(rows) != tc.rows {
+					t.Fatalf("rows %d, err %v; want %d rows", len(rows), err, tc.rows)
+				}
+				return
+			}
+			var v *Violation
+			if !errors.As(err, &v) || v.Rule != tc.rule {
+				t.Fatalf("err = %v, want a violation %q", err, tc.rule)
+			}
+		})
+	}
+}
 
 func TestViolationMessage(t *testing.T) {
 	for _, tc := range []struct {
@@ -363,18 +558,43 @@ func FuzzReader(f *testing.F) {
 		"id,at,note\n1,2024-01-01T00:00:00Z,\"a\x00b\"\n",
 		"order_id,order_id\n",
 		",\n",
+		"order_id,customer_id,amount,updated_at\r1,10,1,2024-01-01T00:00:00Z\r",
+		ordersHeader + "1,10,1.00,2024-01-01T00:00:00Z\r\n2,11,2,2024-01-01 00:00:00+0100\n3,1\"2,1,2024-01-01T00:00:00Z\n",
+		ordersHeader + row(2, "=1+2") + row(1, "@x") + row(1, "+5") + row(2, "-1"),
+		ordersHeader + row(3, "2024-03-31 02:30:00+02") + row(3, "2024-01-01T10:00:00.123456789-05"),
+		"id,colour,code,label,price,day,local,strict\n1,red,AB-123,h\xe9llo,0.01,2024-01-01,2024-03-31 02:30:00,2029-12-31T23:00:00Z\n",
+		"id,local\n1,2024-10-27 02:30:00\n2,2024-03-31 02:30:00\n",
 	} {
 		f.Add([]byte(seed))
 	}
-	contracts := []*Contract{mustLoad(f, "orders"), mustLoad(f, "contracts/events.json")}
+	f.Add(gz(f, ordersHeader+row(0, "1")))
+	f.Add(gz(f, ordersHeader+row(0, "1"))[:30])
+	contracts := []*Contract{mustLoad(f, "orders"), mustLoad(f, "contracts/events.json"), mustLoad(f, "contracts/checks.json")}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, c := range contracts {
+		for i, c := range contracts {
 			r, err := NewReader(bytes.NewReader(data), c)
 			if err == nil {
+				goOn := i%2 == 0 // stop at the first bad row for some contracts, go on for others
+				if goOn {
+					r.OnBadRow(func(b BadRow) error {
+						if len(b.Violations) == 0 || b.Line < 1 {
+							t.Fatalf("contract %s: malformed bad row %+v", c.Name, b)
+						}
+						for _, v := range b.Violations {
+							if v.Line < b.Line || v.Rule == "" || len(v.Value) > maxValueLen+len("…") {
+								t.Fatalf("contract %s: malformed violation %#v in row at line %d", c.Name, v, b.Line)
+							}
+						}
+						return nil
+					})
+				}
 				for r.Next() {
 					checkValues(t, c, r.Values())
 				}
 				err = r.Err()
+				if goOn && err == nil && r.Rows()+r.BadRows() == 0 {
+					t.Fatalf("contract %s: a clean end with no rows", c.Name)
+				}
 			}
 			if err == nil {
 				continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -17,9 +18,12 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/lease"
+	"github.com/sluice-etl/sluice/pkg/lineage"
+	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
@@ -35,6 +39,16 @@ type Route struct {
 	Handle   Handler
 	// Workers is how many messages this process handles at once (default 4).
 	Workers int
+	// Durable names the route's JetStream consumer (default Step). A step that consumes two
+	// kinds of event has two routes, which need two consumers.
+	Durable string
+}
+
+func (rt Route) durable() string {
+	if rt.Durable != "" {
+		return rt.Durable
+	}
+	return rt.Step
 }
 
 // Router runs routes: the consume → handle → publish → ack loop, written once.
@@ -46,12 +60,35 @@ type Router struct {
 	runs      *runstate.Store
 	log       *slog.Logger
 	tracer    trace.Tracer
+	runTracer trace.Tracer
+	metrics   *metrics.Metrics
+	lineage   *lineage.Emitter
+	datasets  lineage.Namespaces
 	// DrainTimeout bounds how long Run waits for in-flight handlers at shutdown.
 	DrainTimeout time.Duration
 }
 
+// Option configures a Router.
+type Option func(*Router)
+
+// WithMetrics records step, run, poke, lease, rows and bytes series in m.
+func WithMetrics(m *metrics.Metrics) Option { return func(r *Router) { r.metrics = m } }
+
+// WithRunTracer makes the runs' root spans with tp (default: the router's provider).
+func WithRunTracer(tp trace.TracerProvider) Option {
+	return func(r *Router) { r.runTracer = tp.Tracer(tracerScope) }
+}
+
+// WithLineage sends OpenLineage events for every run and step to e; ns names the warehouse's
+// tables. Datasets also label the step spans without it.
+func WithLineage(e *lineage.Emitter, ns lineage.Namespaces) Option {
+	return func(r *Router) { r.lineage, r.datasets = e, ns }
+}
+
+const tracerScope = "github.com/sluice-etl/sluice/pkg/flow"
+
 // NewRouter builds a router for the given pipelines.
-func NewRouter(ctx context.Context, js jetstream.JetStream, opts bus.Options, pipelines []config.Pipeline, tp trace.TracerProvider, log *slog.Logger) (*Router, error) {
+func NewRouter(ctx context.Context, js jetstream.JetStream, opts bus.Options, pipelines []config.Pipeline, tp trace.TracerProvider, log *slog.Logger, options ...Option) (*Router, error) {
 	leases, err := lease.New(ctx, js)
 	if err != nil {
 		return nil, err
@@ -64,8 +101,12 @@ func NewRouter(ctx context.Context, js jetstream.JetStream, opts bus.Options, pi
 	for i := range pipelines {
 		ps[pipelines[i].Name] = &pipelines[i]
 	}
-	return &Router{js: js, opts: opts, pipelines: ps, leases: leases, runs: runs, log: log,
-		tracer: tp.Tracer("github.com/sluice-etl/sluice/pkg/flow"), DrainTimeout: 30 * time.Second}, nil
+	r := &Router{js: js, opts: opts, pipelines: ps, leases: leases, runs: runs, log: log,
+		tracer: tp.Tracer(tracerScope), runTracer: tp.Tracer(tracerScope), DrainTimeout: 30 * time.Second}
+	for _, o := range options {
+		o(r)
+	}
+	return r, nil
 }
 
 // Leases gives handlers (the sensor) the lease store the router renews and releases.
@@ -80,12 +121,19 @@ func (r *Router) Run(ctx context.Context, routes ...Route) error {
 	// Handlers get a context that outlives ctx by the drain timeout, so a shutdown lets them finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// A message the broker gave up on (bus.MaxDeliveries) fails its run like spent retries.
+	stopWatch, err := r.WatchMaxDeliveries(ctx, routes...)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	var wg sync.WaitGroup
 	for _, rt := range routes {
-		cons, err := r.js.CreateOrUpdateConsumer(ctx, r.opts.Stream, bus.ConsumerConfig(r.opts, rt.Step, rt.Consumes))
+		cons, err := r.js.CreateOrUpdateConsumer(ctx, r.opts.Stream, bus.ConsumerConfig(r.opts, rt.durable(), rt.Consumes))
 		if err != nil {
-			return fmt.Errorf("consumer %s: %w", rt.Step, err)
+			return fmt.Errorf("consumer %s: %w", rt.durable(), err)
 		}
+		r.initSeries(rt)
 		workers := rt.Workers
 		if workers <= 0 {
 			workers = 4
@@ -147,25 +195,59 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		return
 	}
 	run := in.Header()
-	ctx = telemetry.Extract(ctx, msg.Headers())
-	ctx, span := r.tracer.Start(ctx, rt.Step, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
-		attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
-		attribute.String("sluice.run_id", run.RunID), attribute.Int("sluice.attempt", attempt),
-		attribute.String("messaging.destination.name", msg.Subject())))
-	defer span.End()
+	d := &delivery{rt: rt, msg: msg, in: in, run: run, attempt: attempt, started: started, published: meta.Timestamp}
+
+	// Every event of a run carries the run's root span context: step spans are its children,
+	// whichever process handles them, and the next event is published with it again.
+	d.runSC = runSpanContext(telemetry.Extract(ctx, msg.Headers()), run.RunID)
+	ctx = trace.ContextWithRemoteSpanContext(ctx, d.runSC)
+	ctx = telemetry.ContextWithRun(ctx, run.Pipeline, run.DS, run.RunID)
+
+	// Mark the run running, and pick up the span a waiting delivery of this step left open.
+	// Consumers of a run's final events and of its SLA deadline report on the run: they must
+	// not mark it running at their own step (the alerter reads where an overdue run is stuck).
+	var open *runstate.Span
+	if !terminal(rt.Consumes) {
+		r.state(ctx, *run, func(rec *runstate.Record) {
+			rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, rt.Step, attempt, d.runSC.TraceID().String()
+			open = rec.Span
+		})
+	}
+	spanCtx, spanStart := ctx, started
+	if open != nil && open.Step == rt.Step {
+		if sid, err := trace.SpanIDFromHex(open.SpanID); err == nil {
+			spanCtx, spanStart, d.open = telemetry.WithSpanIDs(ctx, d.runSC.TraceID(), sid), open.Started, open
+		}
+	}
+	ctx, d.span = r.tracer.Start(spanCtx, rt.Step, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(spanStart),
+		trace.WithAttributes(
+			attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
+			attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.step", rt.Step),
+			attribute.Int("sluice.attempt", attempt), attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", msg.Subject())))
+	// A delivery that waits leaves its span open (unexported) for the next delivery to finish.
+	defer func() {
+		if !d.waiting {
+			d.span.End()
+		}
+	}()
 	log := r.log.With("pipeline", run.Pipeline, "ds", run.DS, "run_id", run.RunID, "step", rt.Step,
-		"attempt", attempt, "trace_id", telemetry.TraceID(ctx))
+		"attempt", attempt, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
 	ctx = WithLogger(ctx, log)
 	ctx = context.WithValue(ctx, attemptKey{}, attempt)
+	if attempt == 1 {
+		r.lineageStart(d)
+	}
 
 	p, ok := r.pipelines[run.Pipeline]
 	if !ok {
-		r.fail(ctx, rt, msg, run, attempt, "permanent", fmt.Errorf("pipeline %q is not in this service's config", run.Pipeline))
+		r.fail(ctx, d, "permanent", fmt.Errorf("pipeline %q is not in this service's config", run.Pipeline))
 		return
 	}
-	r.state(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, rt.Step, attempt, telemetry.TraceID(ctx)
-	})
+	d.p = p
+	if r.dropIfEnded(ctx, d) {
+		return
+	}
 
 	// Every step after the sensor runs under the lease the sensor took: confirm it before work.
 	// Consumers of a run's final events (the alerter) act after the lease is gone.
@@ -173,10 +255,10 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	if holdsLease {
 		if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil {
 			if errors.Is(err, lease.ErrLost) {
-				r.fail(ctx, rt, msg, run, attempt, "fenced", err)
+				r.fail(ctx, d, "fenced", err)
 				return
 			}
-			r.retry(ctx, rt, msg, run, p, attempt, err)
+			r.retry(ctx, d, err)
 			return
 		}
 	}
@@ -188,51 +270,77 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	var wait *WaitError
 	switch {
 	case err == nil && out == nil:
+		crash.Point(rt.Step, crash.AfterHandle)
 		_ = msg.DoubleAck(ctx)
+		log.Info("step done", "duration_ms", time.Since(started).Milliseconds())
+		r.done(ctx, d, metrics.OutcomeOK)
+		r.finished(d)
 	case err == nil:
 		oh := out.Header()
 		oh.Steps = append(append([]event.StepResult(nil), run.Steps...), event.StepResult{
 			Step: rt.Step, StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempt})
-		if err := r.publish(ctx, out); err != nil {
+		crash.Point(rt.Step, crash.AfterHandle)
+		if err := r.publish(ctx, d, out); err != nil {
 			log.Warn("publish failed; will redeliver", "err", err)
 			_ = msg.NakWithDelay(time.Second)
 			return
 		}
+		crash.Point(rt.Step, crash.AfterPublish)
 		_ = msg.DoubleAck(ctx)
 		log.Info("step done", "next", out.Kind(), "duration_ms", time.Since(started).Milliseconds())
-		if out.Kind() == event.KindCompleted {
-			if err := r.leases.Release(ctx, p.Name, run.RunID); err != nil {
-				log.Warn("release lease", "err", err)
-			}
-		}
+		r.succeeded(ctx, d, out)
+		// The run's end is recorded before its lease goes: a leftover delivery that finds the
+		// lease free also finds the run ended (dropIfEnded).
 		r.state(ctx, *oh, func(rec *runstate.Record) {
 			rec.Steps = oh.Steps
 			rec.Error = ""
+			rec.Span = nil
 			if out.Kind() == event.KindCompleted {
 				rec.State, rec.Detail = runstate.Completed, ""
 			} else {
 				rec.State, rec.Detail = runstate.Queued, "next: "+string(out.Kind())
 			}
 		})
+		if out.Kind() == event.KindCompleted {
+			if err := r.leases.Release(ctx, p.Name, run.RunID); err != nil {
+				log.Warn("release lease", "err", err)
+			}
+		}
 	case errors.As(err, &wait):
 		_ = msg.NakWithDelay(wait.Delay)
-		span.AddEvent("wait", trace.WithAttributes(attribute.String("reason", wait.Reason)))
 		log.Debug("waiting", "reason", wait.Reason, "delay", wait.Delay)
-		r.state(ctx, *run, func(rec *runstate.Record) { rec.State, rec.Detail = runstate.Waiting, wait.Reason })
+		r.waited(ctx, d, wait.Reason)
 	case errors.Is(err, ErrSkip):
 		_ = msg.Term()
 		log.Info("run skipped", "reason", err.Error())
-		r.state(ctx, *run, func(rec *runstate.Record) { rec.State, rec.Detail = runstate.Skipped, err.Error() })
+		r.done(ctx, d, metrics.OutcomeSkip)
+		r.skipped(ctx, d, err.Error())
+		r.state(ctx, *run, func(rec *runstate.Record) {
+			rec.State, rec.Detail, rec.Span = runstate.Skipped, err.Error(), nil
+		})
 	case IsPermanent(err):
-		span.SetStatus(codes.Error, err.Error())
-		r.fail(ctx, rt, msg, run, attempt, "permanent", err)
+		r.fail(ctx, d, "permanent", err)
 	case errors.Is(err, lease.ErrLost) || errors.Is(err, fence.ErrFenced):
-		span.SetStatus(codes.Error, err.Error())
-		r.fail(ctx, rt, msg, run, attempt, "fenced", err)
+		r.fail(ctx, d, "fenced", err)
 	default:
-		span.SetStatus(codes.Error, err.Error())
-		r.retry(ctx, rt, msg, run, p, attempt, err)
+		r.retry(ctx, d, err)
 	}
+}
+
+// delivery is one message being handled: what the observability hooks need to know about it.
+type delivery struct {
+	rt        Route
+	p         *config.Pipeline
+	msg       jetstream.Msg
+	in        event.Event
+	run       *event.Run
+	attempt   int
+	started   time.Time
+	published time.Time         // when the event was stored: for a final event, when the run ended
+	runSC     trace.SpanContext // the run's root span
+	span      trace.Span        // this step's span
+	open      *runstate.Span    // the span earlier deliveries of this step left open
+	waiting   bool
 }
 
 // call runs the handler, turning a panic into a transient error.
@@ -275,43 +383,62 @@ func (r *Router) heartbeat(ctx context.Context, msg jetstream.Msg, p *config.Pip
 	return func() { cancel(); <-done }
 }
 
-func (r *Router) retry(ctx context.Context, rt Route, msg jetstream.Msg, run *event.Run, p *config.Pipeline, attempt int, err error) {
-	if attempt > p.Retries.MaxRetries() {
-		r.fail(ctx, rt, msg, run, attempt, "transient", fmt.Errorf("gave up after %d attempts: %w", attempt, err))
+func (r *Router) retry(ctx context.Context, d *delivery, err error) {
+	if d.p == nil {
+		r.fail(ctx, d, "transient", err)
 		return
 	}
-	delay := p.Retries.Delay
+	policy := d.p.RetryPolicy(d.rt.Step)
+	if d.attempt > policy.MaxRetries() {
+		r.fail(ctx, d, "transient", fmt.Errorf("gave up after %d attempts: %w", d.attempt, err))
+		return
+	}
+	delay := policy.DelayFor(d.attempt, rand.Float64())
 	Logger(ctx).Warn("step failed; will retry", "err", err, "retry_in", delay)
-	_ = msg.NakWithDelay(delay)
-	r.state(ctx, *run, func(rec *runstate.Record) {
-		rec.Detail, rec.Error = fmt.Sprintf("retry %d of %d in %s", attempt, p.Retries.MaxRetries(), delay), err.Error()
+	_ = d.msg.NakWithDelay(delay)
+	d.span.SetStatus(codes.Error, err.Error())
+	r.done(ctx, d, metrics.OutcomeRetry)
+	if r.metrics != nil {
+		r.metrics.Retries.WithLabelValues(d.run.Pipeline, d.rt.Step).Inc()
+	}
+	r.state(ctx, *d.run, func(rec *runstate.Record) {
+		rec.Detail, rec.Error = fmt.Sprintf("retry %d of %d in %s", d.attempt, policy.MaxRetries(), delay), err.Error()
+		rec.Span = nil
 	})
 }
 
 // fail ends the run: one `failed` event (deduplicated by run id), the lease released, the
 // message terminated. Steps that consume terminal events only log.
-func (r *Router) fail(ctx context.Context, rt Route, msg jetstream.Msg, run *event.Run, attempt int, class string, cause error) {
+func (r *Router) fail(ctx context.Context, d *delivery, class string, cause error) {
 	log := Logger(ctx)
+	run, rt, msg := d.run, d.rt, d.msg
 	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", class)
+	d.span.SetStatus(codes.Error, cause.Error())
 	if terminal(rt.Consumes) {
 		_ = msg.Term()
+		r.done(ctx, d, metrics.OutcomeFailed)
+		r.finished(d)
 		return
 	}
-	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: attempt, Class: class, Error: cause.Error()}
-	if err := r.publish(ctx, f); err != nil {
+	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: d.attempt, Class: class, Error: cause.Error()}
+	if err := r.publish(ctx, d, f); err != nil {
 		log.Warn("publish failed event; will redeliver", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	crash.Point(rt.Step, crash.AfterPublish)
 	_ = msg.Term()
+	r.done(ctx, d, metrics.OutcomeFailed)
+	r.failed(ctx, d, class, cause)
+	r.state(ctx, *run, func(rec *runstate.Record) {
+		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, d.attempt, cause.Error(), class
+		rec.Span = nil
+	})
 	if class != "fenced" {
 		if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
 			log.Warn("release lease", "err", err)
 		}
 	}
-	r.state(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, attempt, cause.Error(), class
-	})
 }
 
 // terminal reports events that end a run: their consumers report, they do not continue the run.
@@ -319,8 +446,9 @@ func terminal(k event.Kind) bool {
 	return k == event.KindFailed || k == event.KindCompleted || k == event.KindSLAMissed
 }
 
-func (r *Router) publish(ctx context.Context, e event.Event) error {
-	return Publish(ctx, r.js, r.opts.SubjectPrefix, e)
+// publish sends the run's next event with the run's root span as its trace parent.
+func (r *Router) publish(ctx context.Context, d *delivery, e event.Event) error {
+	return Publish(trace.ContextWithRemoteSpanContext(ctx, d.runSC), r.js, r.opts.SubjectPrefix, e)
 }
 
 func (r *Router) state(ctx context.Context, run event.Run, fn func(*runstate.Record)) {

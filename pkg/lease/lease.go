@@ -155,18 +155,41 @@ func (l *Leases) Release(ctx context.Context, pipeline, runID string) error {
 
 // Get returns the current holder of the pipeline's lease, if any.
 func (l *Leases) Get(ctx context.Context, pipeline string) (Holder, bool, error) {
+	h, _, held, err := l.Lookup(ctx, pipeline)
+	return h, held, err
+}
+
+// Lookup is Get with the entry's KV revision, for a later RenewAt.
+func (l *Leases) Lookup(ctx context.Context, pipeline string) (Holder, uint64, bool, error) {
 	e, err := l.kv.Get(ctx, pipeline)
 	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return Holder{}, false, nil
+		return Holder{}, 0, false, nil
 	}
 	if err != nil {
-		return Holder{}, false, err
+		return Holder{}, 0, false, err
 	}
 	var h Holder
 	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		return Holder{}, false, err
+		return Holder{}, 0, false, err
 	}
-	return h, true, nil
+	if h.Fence == 0 {
+		h.Fence = e.Revision() // read between Acquire's two writes; Acquire settles on this token
+	}
+	return h, e.Revision(), true, nil
+}
+
+// RenewAt renews the lease of h (as Lookup returned it at revision rev) in one write if nothing
+// changed since; otherwise it does what Acquire does for h's run: renew it if the run still
+// holds the lease, or fail with a *HeldError. It saves the read when the caller has just read
+// the lease (the sensor's webhook, whose latency is its round trips to the broker).
+func (l *Leases) RenewAt(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (Holder, error) {
+	h.RenewedAt = l.now().UTC()
+	if _, err := l.write(ctx, pipeline, h, rev, ttl); err == nil {
+		return h, nil
+	} else if !isConflict(err) {
+		return Holder{}, fmt.Errorf("renew lease %s: %w", pipeline, err)
+	}
+	return l.Acquire(ctx, pipeline, h.RunID, h.DS, ttl)
 }
 
 // write stores h if the entry is still at revision rev, with a fresh TTL. kv.Update cannot set

@@ -14,8 +14,9 @@ import (
 )
 
 // New returns an S3 client for cfg. Static credentials are used when the config gives them,
-// otherwise the SDK's default chain (instance role, IRSA, environment).
-func New(ctx context.Context, cfg config.S3) (*s3.Client, error) {
+// otherwise the SDK's default chain (instance role, IRSA, environment). optFns adjust the
+// client's options after cfg's (app adds tracing middleware).
+func New(ctx context.Context, cfg config.S3, optFns ...func(*s3.Options)) (*s3.Client, error) {
 	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(cfg.Region)}
 	if !cfg.AccessKey.IsZero() {
 		opts = append(opts, awsconfig.WithCredentialsProvider(
@@ -25,12 +26,13 @@ func New(ctx context.Context, cfg config.S3) (*s3.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load aws config: %w", err)
 	}
-	return s3.NewFromConfig(ac, func(o *s3.Options) {
+	base := func(o *s3.Options) {
 		if ep := cfg.Endpoint.Reveal(); ep != "" {
 			o.BaseEndpoint = aws.String(ep)
 		}
 		o.UsePathStyle = cfg.PathStyle
-	}), nil
+	}
+	return s3.NewFromConfig(ac, append([]func(*s3.Options){base}, optFns...)...), nil
 }
 
 // EnsureBucket creates the bucket if it does not exist.

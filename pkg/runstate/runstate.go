@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,18 +35,41 @@ func (s State) Final() bool { return s == Completed || s == Failed || s == Skipp
 
 // Record is one run.
 type Record struct {
-	RunID       string             `json:"run_id"`
-	Pipeline    string             `json:"pipeline"`
-	DS          string             `json:"ds"`
-	State       State              `json:"state"`
-	Step        string             `json:"step,omitempty"`
-	Detail      string             `json:"detail,omitempty"`
-	Attempts    int                `json:"attempts,omitempty"`
-	Error       string             `json:"error,omitempty"`
-	TraceID     string             `json:"trace_id,omitempty"`
+	RunID    string `json:"run_id"`
+	Pipeline string `json:"pipeline"`
+	DS       string `json:"ds"`
+	State    State  `json:"state"`
+	Step     string `json:"step,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	Error    string `json:"error,omitempty"`
+	TraceID  string `json:"trace_id,omitempty"`
+	// Trigger is what requested the run (schedule, cli, backfill, ...); Interval is the data
+	// interval a scheduled run was requested for (ISO 8601 start/end).
+	Trigger     string             `json:"trigger,omitempty"`
+	Interval    string             `json:"interval,omitempty"`
 	RequestedAt time.Time          `json:"requested_at"`
 	UpdatedAt   time.Time          `json:"updated_at"`
 	Steps       []event.StepResult `json:"steps,omitempty"`
+	// Span is the trace span of a step that is waiting (a sensor poking): started at the first
+	// delivery and exported when the step stops waiting, with one event per wait.
+	Span *Span `json:"span,omitempty"`
+}
+
+// Span is a step's trace span kept open across the deliveries that wait.
+type Span struct {
+	Step    string    `json:"step"`
+	SpanID  string    `json:"span_id"`
+	Started time.Time `json:"started"`
+	Waits   []Wait    `json:"waits,omitempty"`
+	// Dropped counts waits left out of Waits, which keeps only the latest ones.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+// Wait is one delivery of a step that waited: when and why.
+type Wait struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
 // Store reads and writes run records.
@@ -134,3 +158,44 @@ func (s *Store) List(ctx context.Context) ([]Record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].UpdatedAt.After(out[j].UpdatedAt) })
 	return out, nil
 }
+
+// Runs returns the runs of a pipeline, of one date when ds is not empty, oldest request first
+// (run ids are ULIDs, so their order is the order of their requests).
+func (s *Store) Runs(ctx context.Context, pipeline, ds string) ([]Record, error) {
+	filter := pipeline + ".>"
+	if ds != "" {
+		filter = pipeline + "." + ds + ".*"
+	}
+	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list runs of %s: %w", pipeline, err)
+	}
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool { return runID(keys[i]) < runID(keys[j]) })
+	out := make([]Record, 0, len(keys))
+	for _, key := range keys {
+		e, err := s.kv.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var rec Record
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+// Latest returns the most recently requested run of pipeline for ds.
+func (s *Store) Latest(ctx context.Context, pipeline, ds string) (Record, bool, error) {
+	runs, err := s.Runs(ctx, pipeline, ds)
+	if err != nil || len(runs) == 0 {
+		return Record{}, false, err
+	}
+	return runs[len(runs)-1], true, nil
+}
+
+func runID(key string) string { return key[strings.LastIndexByte(key, '.')+1:] }

@@ -1,6 +1,7 @@
-// Package telemetry sets up what every service reports: a JSON slog logger and an OpenTelemetry
-// tracer provider, and carries trace context in NATS message headers (W3C traceparent) so one
-// run is one trace across every service that handles it.
+// Package telemetry sets up what every service reports: a JSON slog logger that adds the run and
+// trace to every line and redacts secrets, OpenTelemetry tracer providers exporting over OTLP as
+// the standard OTEL_* variables say, spans for outbound HTTP, S3 and SQL calls, and the W3C trace
+// context in NATS message headers, so one run is one trace across every service that handles it.
 package telemetry
 
 import (
@@ -16,16 +17,17 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Logger returns a JSON logger writing to w.
+// Logger returns a JSON logger writing to w. Lines logged with a context carry that context's
+// run (pipeline, ds, run id; see ContextWithRun) and trace and span ids.
 func Logger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(&contextHandler{h: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 }
 
-// TracerProvider returns a tracer provider for service. Spans get real trace ids, so runs can be
-// followed in logs; exporters are attached by the caller (opts).
+// TracerProvider returns a tracer provider for service with no exporter unless opts add one.
+// Spans get real trace ids, so runs can be followed in logs, and honour WithSpanIDs.
 func TracerProvider(service string, opts ...sdktrace.TracerProviderOption) *sdktrace.TracerProvider {
 	res := resource.NewSchemaless(semconv.ServiceName(service))
-	return sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{sdktrace.WithResource(res)}, opts...)...)
+	return sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithIDGenerator(idGenerator{})}, opts...)...)
 }
 
 // Propagator is the W3C trace context propagator used on every message.
@@ -53,6 +55,15 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 		return ctx
 	}
 	return Propagator.Extract(ctx, HeaderCarrier(h))
+}
+
+// SpanID returns the span id of ctx's span, or "".
+func SpanID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasSpanID() {
+		return ""
+	}
+	return sc.SpanID().String()
 }
 
 // TraceID returns the trace id of ctx's span, or "".

@@ -1,7 +1,11 @@
-// Package alerter is sluice's failure alerting step: for each `failed` event it tells every
-// channel the pipeline lists (Slack through slack-go, email over SMTP through go-mail) which run
-// failed, at which step, for which execution date and why, with a link to the run. A JetStream KV
-// bucket records each (run id, channel) alert once it is delivered, so a redelivered event, a
+// Package alerter is sluice's alerting step. For each `failed` event it tells every channel the
+// pipeline lists (Slack through slack-go, email over SMTP through go-mail) which run failed, at
+// which step, for which execution date and why, with links to the run and its trace (and, when
+// configured, publishes the same text to an AWS SNS topic). For each
+// fired SLA deadline (`sla_missed`) it checks the run's state and, if the run had not completed
+// by then, says which step it is stuck in. For `completed` it removes the run's deadline and,
+// where the pipeline asks for them, sends success or recovery notices. A JetStream KV bucket
+// records each (run id, kind, channel) alert once it is delivered, so a redelivered event, a
 // second replica or a restart never alerts twice, and a retry after one channel failed resends
 // only on that channel.
 package alerter
@@ -16,25 +20,41 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/sla"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
 // Channel names, as pipelines list them under `alerts`.
 const (
 	ChannelSlack = "slack"
 	ChannelEmail = "email"
+	ChannelSNS   = "sns"
 )
 
-// Alerter sends failure alerts. It is safe for concurrent use.
+// Alerter sends alerts. It is safe for concurrent use.
 type Alerter struct {
+	counter   *prometheus.CounterVec
 	kv        jetstream.KeyValue
 	log       *slog.Logger
 	runURL    string
+	traceURL  string
+	pipelines map[string]*config.Pipeline
 	routes    map[string][]string // pipeline name -> channels
 	notifiers map[string]notifier // channel -> its client
+	runs      *runstate.Store
+	deadlines deadlines
+	now       func() time.Time
+}
+
+// deadlines removes a completed run's SLA schedule.
+type deadlines interface {
+	Disarm(ctx context.Context, run event.Run) error
 }
 
 // notifier delivers one alert on one channel.
@@ -42,10 +62,42 @@ type notifier interface {
 	send(ctx context.Context, a alert) error
 }
 
+// Option configures an Alerter.
+type Option func(*Alerter)
+
+// WithAlertCounter counts deliveries in c, labelled pipeline, channel and outcome (sent, failed,
+// duplicate: already sent for this run).
+func WithAlertCounter(c *prometheus.CounterVec) Option { return func(a *Alerter) { a.counter = c } }
+
+func (a *Alerter) count(pipeline, channel, outcome string) {
+	if a.counter != nil {
+		a.counter.WithLabelValues(pipeline, channel, outcome).Inc()
+	}
+}
+
+// WithRuns reads run state from runs: needed to judge SLA deadlines and to spot recoveries.
+// Without it every fired deadline is reported and no recovery is recognised.
+func WithRuns(runs *runstate.Store) Option { return func(a *Alerter) { a.runs = runs } }
+
+// WithBroker lets the alerter remove a completed run's SLA deadline from the stream, so nothing
+// fires for it.
+func WithBroker(js jetstream.JetStream, stream, prefix string) Option {
+	return func(a *Alerter) { a.deadlines = brokerDeadlines{js, stream, prefix} }
+}
+
+type brokerDeadlines struct {
+	js             jetstream.JetStream
+	stream, prefix string
+}
+
+func (b brokerDeadlines) Disarm(ctx context.Context, run event.Run) error {
+	return sla.Disarm(ctx, b.js, b.stream, b.prefix, run)
+}
+
 // New builds the alerter. kv is a JetStream KV bucket used to deduplicate alerts across replicas
 // and restarts. Only channels some pipeline lists get a client; a listed channel whose config is
 // missing or invalid is an error. A pipeline with no alerts listed is never alerted on.
-func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, log *slog.Logger) (*Alerter, error) {
+func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, log *slog.Logger, opts ...Option) (*Alerter, error) {
 	if kv == nil {
 		return nil, errors.New("alerter: no kv bucket for deduplication")
 	}
@@ -56,10 +108,17 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 		kv:        kv,
 		log:       log,
 		runURL:    cfg.RunURL,
+		traceURL:  cfg.TraceURL,
+		pipelines: make(map[string]*config.Pipeline, len(pipelines)),
 		routes:    make(map[string][]string, len(pipelines)),
 		notifiers: make(map[string]notifier),
+		now:       time.Now,
 	}
-	for _, p := range pipelines {
+	for _, o := range opts {
+		o(a)
+	}
+	for i := range pipelines {
+		p := &pipelines[i]
 		var channels []string
 		for _, ch := range p.Alerts {
 			if slices.Contains(channels, ch) {
@@ -74,6 +133,7 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 			}
 			channels = append(channels, ch)
 		}
+		a.pipelines[p.Name] = p
 		a.routes[p.Name] = channels
 	}
 	return a, nil
@@ -91,50 +151,121 @@ func newNotifier(channel string, cfg config.Alerts) (notifier, error) {
 			return nil, errors.New("channel email is listed but alerts.email is not configured")
 		}
 		return newEmailNotifier(*cfg.Email)
+	case ChannelSNS:
+		if cfg.SNS == nil {
+			return nil, errors.New("channel sns is listed but alerts.sns is not configured")
+		}
+		return newSNSNotifier(*cfg.SNS)
 	}
-	return nil, fmt.Errorf("unknown channel %q (slack, email)", channel)
+	return nil, fmt.Errorf("unknown channel %q (slack, email, sns)", channel)
 }
 
 // runIDRe keeps a run id to one KV key token: dots would change the key's shape.
 var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_=-]+$`)
 
-// Handle sends the failure alert for one failed run to every channel the pipeline lists. It tries
+// Handle reports one event: a failed run, a fired SLA deadline or a completed run. It tries
 // every channel even when one fails; the error is permanent only if every failure is.
-func (a *Alerter) Handle(ctx context.Context, f *event.Failed) error {
-	channels, ok := a.routes[f.Pipeline]
+func (a *Alerter) Handle(ctx context.Context, e event.Event) error {
+	run := e.Header()
+	p, ok := a.pipelines[run.Pipeline]
 	if !ok {
-		return flow.Permanentf("alert: unknown pipeline %q", f.Pipeline)
+		return flow.Permanentf("alert: unknown pipeline %q", run.Pipeline)
 	}
-	if !runIDRe.MatchString(f.RunID) {
-		return flow.Permanentf("alert: run id %q is not a valid key token", f.RunID)
+	if !runIDRe.MatchString(run.RunID) {
+		return flow.Permanentf("alert: run id %q is not a valid key token", run.RunID)
 	}
-	log := a.log.With("pipeline", f.Pipeline, "ds", f.DS, "run_id", f.RunID)
-	al := newAlert(f, a.runURL)
+	log := a.log.With("pipeline", run.Pipeline, "ds", run.DS, "run_id", run.RunID, "kind", string(e.Kind()))
+	l := links{run: a.runURL, trace: a.traceURL, traceID: telemetry.TraceID(ctx)}
+	var al alert
+	switch ev := e.(type) {
+	case *event.Failed:
+		al = failureAlert(ev, l, a.now())
+	case *event.SLAMissed:
+		var rec *runstate.Record
+		if a.runs != nil {
+			var err error
+			if rec, err = sla.Lookup(ctx, a.runs, ev.Run); err != nil {
+				return err
+			}
+		}
+		v := sla.Judge(rec, ev.Deadline)
+		if !v.Missed {
+			log.InfoContext(ctx, "sla deadline met", "deadline", ev.Deadline, "reason", v.Reason)
+			return nil
+		}
+		al = slaAlert(ev, v, l, a.now())
+	case *event.Completed:
+		if p.SLA != nil && a.deadlines != nil {
+			if err := a.deadlines.Disarm(ctx, ev.Run); err != nil {
+				// The deadline, if it fires, finds the run completed and alerts nothing.
+				log.WarnContext(ctx, "sla deadline not removed", "err", err)
+			}
+		}
+		if !p.Notices.Success && !p.Notices.Recovery {
+			return nil
+		}
+		previous, err := a.recovers(ctx, ev.Run)
+		if err != nil {
+			return err
+		}
+		if previous == "" && !p.Notices.Success {
+			return nil
+		}
+		al = noticeAlert(ev, previous, l, a.now())
+	default:
+		return flow.Permanentf("alert: no alert for %s events", e.Kind())
+	}
 
 	var errs []error
-	for _, ch := range channels {
-		if err := a.deliver(ctx, log, ch, f.RunID, al); err != nil {
+	for _, ch := range a.routes[run.Pipeline] {
+		if err := a.deliver(ctx, log, ch, al); err != nil {
 			log.WarnContext(ctx, "alert not sent", "channel", ch, "err", err, "permanent", flow.IsPermanent(err))
-			errs = append(errs, fmt.Errorf("alert on %s: %w", ch, err))
+			errs = append(errs, fmt.Errorf("%s alert on %s: %w", al.Kind, ch, err))
 		}
 	}
 	return combine(errs)
 }
 
+// recovers returns the id of the pipeline's run that ended before run and failed, if the run
+// before run failed ("" otherwise, or when recovery notices are off).
+func (a *Alerter) recovers(ctx context.Context, run event.Run) (string, error) {
+	if a.runs == nil || !a.pipelines[run.Pipeline].Notices.Recovery {
+		return "", nil
+	}
+	recs, err := a.runs.Runs(ctx, run.Pipeline, "")
+	if err != nil {
+		return "", fmt.Errorf("runs of %s: %w", run.Pipeline, err)
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if r.RunID >= run.RunID || (r.State != runstate.Completed && r.State != runstate.Failed) {
+			continue // later, still going, or skipped: not the run this one follows
+		}
+		if r.State == runstate.Failed {
+			return r.RunID, nil
+		}
+		return "", nil
+	}
+	return "", nil
+}
+
 // deliver sends al on channel unless the KV bucket records it as sent for this run.
-func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel, runID string, al alert) error {
-	key := runID + ".failed." + channel
+func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel string, al alert) error {
+	key := al.RunID + "." + al.Kind.dedupeKind() + "." + channel
 	switch _, err := a.kv.Get(ctx, key); {
 	case err == nil:
 		log.DebugContext(ctx, "alert already sent", "channel", channel)
+		a.count(al.Pipeline, channel, "duplicate")
 		return nil
 	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return fmt.Errorf("check %s: %w", key, err)
 	}
 	if err := a.notifiers[channel].send(ctx, al); err != nil {
+		a.count(al.Pipeline, channel, "failed")
 		return err
 	}
-	log.InfoContext(ctx, "alert sent", "channel", channel, "step", al.Step)
+	a.count(al.Pipeline, channel, "sent")
+	log.InfoContext(ctx, "alert sent", "channel", channel, "step", al.Step, "alert", string(al.Kind))
 	sentAt := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	if _, err := a.kv.Create(ctx, key, sentAt); err != nil {
 		// The alert is out; failing now would only make a retry send it again. Another replica
@@ -146,7 +277,8 @@ func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel, runID 
 
 // combine joins the channels' errors. A permanent failure on one channel must not stop the retry
 // that can still deliver on another, and errors.Is would find it inside a plain join: so the
-// result is permanent only when every failure is.
+// result is permanent only when every failure is. A wait (Slack's Retry-After) stays visible
+// to errors.As, so the router parks the message for that long instead of spending a retry.
 func combine(errs []error) error {
 	var retryable []error
 	for _, err := range errs {

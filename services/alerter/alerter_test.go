@@ -59,6 +59,7 @@ type env struct {
 	slack *slackrecorder.Recorder
 	smtp  *smtptest.Server
 	kv    jetstream.KeyValue
+	js    jetstream.JetStream
 	logs  *syncBuffer
 	log   *slog.Logger
 	cfg   config.Alerts
@@ -96,6 +97,7 @@ func newEnv(t *testing.T) *env {
 		slack: rec,
 		smtp:  mail,
 		kv:    kv,
+		js:    js,
 		logs:  logs,
 		log:   slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		cfg: config.Alerts{
@@ -125,6 +127,7 @@ func (e *env) alerter(t *testing.T, pipelines ...config.Pipeline) *Alerter {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	a.now = func() time.Time { return fixedNow }
 	return a
 }
 

@@ -93,7 +93,14 @@ func (e *emailNotifier) send(ctx context.Context, a alert) error {
 	if err := m.To(e.to...); err != nil {
 		return flow.Permanent(fmt.Errorf("email to: %w", err))
 	}
-	m.Subject(emailSubject(a))
+	subject, err := emailSubject(a)
+	if err != nil {
+		return flow.Permanent(err)
+	}
+	m.Subject(subject)
+	// One Message-ID per run and kind: if a crash between sending and recording the alert makes
+	// a redelivery send it again, mail systems that deduplicate by Message-ID show it once.
+	m.SetMessageIDWithValue(a.RunID + "." + a.Kind.dedupeKind() + "@sluice")
 	m.SetBulk() // an automated alert: ask for no auto-replies
 	m.SetBodyString(gomail.TypeTextPlain, text)
 	m.AddAlternativeString(gomail.TypeTextHTML, html)

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	htmltemplate "html/template"
-	"strconv"
 	"strings"
 	texttemplate "text/template"
+	"time"
 	"unicode/utf8"
 
 	"github.com/slack-go/slack"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/sla"
 )
 
 //go:embed templates
@@ -23,35 +24,146 @@ var templates embed.FS
 
 var (
 	slackTextTmpl = texttemplate.Must(texttemplate.ParseFS(templates, "templates/slack.txt"))
+	subjectTmpl   = texttemplate.Must(texttemplate.ParseFS(templates, "templates/subject.txt"))
 	emailTextTmpl = texttemplate.Must(texttemplate.ParseFS(templates, "templates/email.txt"))
 	emailHTMLTmpl = htmltemplate.Must(htmltemplate.ParseFS(templates, "templates/email.html"))
 )
 
-// alert is what every channel says about a failed run.
-type alert struct {
-	Pipeline string
-	Step     string
-	DS       string
-	Attempts int
-	Class    string
-	RunID    string
-	Error    string
-	RunURL   string // empty when alerts.run_url is not set
+// Kind is what an alert is about; the KV key that deduplicates it names the kind.
+type Kind string
+
+const (
+	KindFailed    Kind = "failed"
+	KindSLAMissed Kind = "sla_missed"
+	// KindSuccess and KindRecovery are notices about a completed run; a run gets at most one.
+	KindSuccess  Kind = "success"
+	KindRecovery Kind = "recovery"
+)
+
+// dedupeKind is the kind a delivery is recorded under: one notice per completed run, whichever.
+func (k Kind) dedupeKind() string {
+	if k == KindSuccess || k == KindRecovery {
+		return "completed"
+	}
+	return string(k)
 }
 
-func newAlert(f *event.Failed, runURL string) alert {
-	a := alert{
-		Pipeline: f.Pipeline,
-		Step:     orUnknown(f.Step),
-		DS:       f.DS,
-		Attempts: f.Attempts,
-		Class:    orUnknown(f.Class),
-		RunID:    f.RunID,
-		Error:    orUnknown(f.Error),
+// field is one labelled value of an alert, in the order every channel shows them.
+type field struct {
+	Name, Value string
+	Code        bool // shown as code (ids)
+}
+
+// alert is what every channel says about one run: the templates render it.
+type alert struct {
+	Kind     Kind
+	Title    string // "sluice run failed: orders"
+	Emoji    string // Slack's header emoji
+	Pipeline string
+	DS       string
+	RunID    string
+	Step     string // the failed step, or the step a late run is stuck in
+	Attempts int
+	Class    string
+	Error    string // failures only
+	Summary  string // one line for notifications: what happened
+	Fields   []field
+	RunURL   string // empty when alerts.run_url is not set
+	TraceURL string // empty when alerts.trace_url is not set or the trace is unknown
+}
+
+// links are what the URL templates need.
+type links struct {
+	run, trace, traceID string
+}
+
+func (l links) apply(a *alert) {
+	if l.run != "" {
+		a.RunURL = config.Expand(l.run, a.Pipeline, a.DS, a.RunID)
 	}
-	if runURL != "" {
-		a.RunURL = config.Expand(runURL, f.Pipeline, f.DS, f.RunID)
+	if l.trace != "" && l.traceID != "" {
+		a.TraceURL = strings.ReplaceAll(config.Expand(l.trace, a.Pipeline, a.DS, a.RunID), "{trace_id}", l.traceID)
 	}
+}
+
+// runTime says how long a run has taken, from its request to end.
+func runTime(requested, end time.Time) string {
+	if requested.IsZero() || end.Before(requested) {
+		return "unknown"
+	}
+	return end.Sub(requested).Round(time.Second).String()
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func baseFields(r event.Run) []field {
+	return []field{{Name: "Pipeline", Value: r.Pipeline}, {Name: "Execution date", Value: r.DS}}
+}
+
+// failureAlert describes a failed run; now is when the alert is made (the run's end).
+func failureAlert(f *event.Failed, l links, now time.Time) alert {
+	a := alert{Kind: KindFailed, Emoji: ":red_circle:", Pipeline: f.Pipeline, DS: f.DS, RunID: f.RunID,
+		Step: orUnknown(f.Step), Attempts: f.Attempts, Class: orUnknown(f.Class), Error: orUnknown(f.Error)}
+	a.Title = "sluice run failed: " + a.Pipeline
+	a.Summary = fmt.Sprintf("%s at step %s for %s after %d attempt(s) (%s)", a.Title, a.Step, a.DS, a.Attempts, a.Class)
+	a.Fields = append(baseFields(f.Run),
+		field{Name: "Step", Value: a.Step},
+		field{Name: "Attempts", Value: fmt.Sprint(a.Attempts)},
+		field{Name: "Error class", Value: a.Class},
+		field{Name: "Requested", Value: stamp(f.RequestedAt)},
+		field{Name: "Run time", Value: runTime(f.RequestedAt, now)},
+		field{Name: "Run id", Value: a.RunID, Code: true})
+	l.apply(&a)
+	return a
+}
+
+// slaAlert describes a run that missed its deadline, and where it is stuck.
+func slaAlert(m *event.SLAMissed, v sla.Verdict, l links, now time.Time) alert {
+	a := alert{Kind: KindSLAMissed, Emoji: ":alarm_clock:", Pipeline: m.Pipeline, DS: m.DS, RunID: m.RunID, Step: v.Step}
+	where := v.Step
+	if where == "" {
+		where = "the queue (not started)"
+	}
+	state := string(v.State)
+	if v.Detail != "" {
+		state += ": " + v.Detail
+	}
+	a.Title = "sluice SLA missed: " + a.Pipeline
+	a.Summary = fmt.Sprintf("%s for %s, not completed by %s; stuck in %s", a.Title, a.DS, stamp(m.Deadline), where)
+	a.Fields = append(baseFields(m.Run),
+		field{Name: "Stuck in", Value: where},
+		field{Name: "State", Value: state},
+		field{Name: "Deadline", Value: stamp(m.Deadline)},
+		field{Name: "Requested", Value: stamp(m.RequestedAt)},
+		field{Name: "Run time", Value: runTime(m.RequestedAt, now) + " so far"},
+		field{Name: "Run id", Value: a.RunID, Code: true})
+	l.apply(&a)
+	return a
+}
+
+// noticeAlert announces a completed run; previous names the failed run it recovers from.
+func noticeAlert(c *event.Completed, previous string, l links, now time.Time) alert {
+	a := alert{Kind: KindSuccess, Emoji: ":large_green_circle:", Pipeline: c.Pipeline, DS: c.DS, RunID: c.RunID}
+	a.Title = "sluice run completed: " + a.Pipeline
+	if previous != "" {
+		a.Kind, a.Emoji, a.Title = KindRecovery, ":white_check_mark:", "sluice run recovered: "+a.Pipeline
+	}
+	a.Summary = fmt.Sprintf("%s for %s: %d rows staged, %d inserted, %d updated", a.Title, a.DS, c.Staged, c.Inserted, c.Updated)
+	a.Fields = append(baseFields(c.Run),
+		field{Name: "Rows", Value: fmt.Sprintf("%d staged, %d inserted, %d updated, %d unchanged", c.Staged, c.Inserted, c.Updated, c.Unchanged)},
+		field{Name: "Partition", Value: orUnknown(c.Partition)},
+		field{Name: "Requested", Value: stamp(c.RequestedAt)},
+		field{Name: "Run time", Value: runTime(c.RequestedAt, now)})
+	if previous != "" {
+		a.Fields = append(a.Fields, field{Name: "Recovers from", Value: previous, Code: true})
+	}
+	a.Fields = append(a.Fields, field{Name: "Run id", Value: a.RunID, Code: true})
+	l.apply(&a)
 	return a
 }
 
@@ -73,41 +185,49 @@ const (
 // slackMessage renders the plain-text fallback (notifications, old clients) and the Block Kit
 // blocks. Every mrkdwn text is escaped: an error message must not become a link or an @channel.
 func slackMessage(a alert) (string, []slack.Block, error) {
-	esc := alert{
-		Pipeline: slackEscape(a.Pipeline, slackFieldMax),
-		Step:     slackEscape(a.Step, slackFieldMax),
-		DS:       slackEscape(a.DS, slackFieldMax),
-		Attempts: a.Attempts,
-		Class:    slackEscape(a.Class, slackFieldMax),
-		RunID:    slackEscape(a.RunID, slackFieldMax),
-		Error:    slackEscape(a.Error, slackErrorMax),
-		RunURL:   slackutilsx.EscapeMessage(a.RunURL),
-	}
+	esc := a
+	esc.Summary = slackEscape(a.Summary, slackFieldMax)
+	esc.Error = slackEscape(a.Error, slackErrorMax)
+	esc.RunID = slackEscape(a.RunID, slackFieldMax)
+	esc.RunURL = slackutilsx.EscapeMessage(a.RunURL)
+	esc.TraceURL = slackutilsx.EscapeMessage(a.TraceURL)
 	var text bytes.Buffer
 	if err := slackTextTmpl.Execute(&text, esc); err != nil {
 		return "", nil, fmt.Errorf("render slack text: %w", err)
 	}
 
-	field := func(name, value string) *slack.TextBlockObject {
-		return slack.NewTextBlockObject(slack.MarkdownType, "*"+name+"*\n"+value, false, false)
+	fields := make([]*slack.TextBlockObject, 0, len(a.Fields))
+	for _, f := range a.Fields {
+		v := slackEscape(f.Value, slackFieldMax)
+		if f.Code {
+			v = "`" + v + "`"
+		}
+		fields = append(fields, slack.NewTextBlockObject(slack.MarkdownType, "*"+f.Name+"*\n"+v, false, false))
 	}
 	blocks := []slack.Block{
 		slack.NewHeaderBlock(slack.NewTextBlockObject(slack.PlainTextType,
-			truncate(":red_circle: sluice run failed: "+a.Pipeline, slackHeaderMax), true, false)),
-		slack.NewSectionBlock(nil, []*slack.TextBlockObject{
-			field("Pipeline", esc.Pipeline),
-			field("Step", esc.Step),
-			field("Execution date", esc.DS),
-			field("Attempts", strconv.Itoa(a.Attempts)),
-			field("Error class", esc.Class),
-			field("Run id", "`"+esc.RunID+"`"),
-		}, nil),
-		slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType,
-			"*Error*\n```"+esc.Error+"```", false, false), nil, nil),
+			truncate(a.Emoji+" "+a.Title, slackHeaderMax), true, false)),
 	}
-	if a.RunURL != "" {
+	// A section holds at most 10 fields.
+	for len(fields) > 0 {
+		n := min(len(fields), 10)
+		blocks = append(blocks, slack.NewSectionBlock(nil, fields[:n], nil))
+		fields = fields[n:]
+	}
+	if a.Kind == KindFailed {
 		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType,
-			"<"+esc.RunURL+"|View run>", false, false), nil, nil))
+			"*Error*\n```"+esc.Error+"```", false, false), nil, nil))
+	}
+	var links []string
+	if a.RunURL != "" {
+		links = append(links, "<"+esc.RunURL+"|View run>")
+	}
+	if a.TraceURL != "" {
+		links = append(links, "<"+esc.TraceURL+"|View trace>")
+	}
+	if len(links) > 0 {
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType,
+			strings.Join(links, " · "), false, false), nil, nil))
 	}
 	return strings.TrimSpace(text.String()), blocks, nil
 }
@@ -154,9 +274,13 @@ func truncate(s string, max int) string {
 	return s[:cut] + "…"
 }
 
-// emailSubject is the subject line of the alert email.
-func emailSubject(a alert) string {
-	return fmt.Sprintf("[sluice] %s failed at %s for %s", a.Pipeline, a.Step, a.DS)
+// emailSubject is the subject line of the alert email (templates/subject.txt), on one line.
+func emailSubject(a alert) (string, error) {
+	var b bytes.Buffer
+	if err := subjectTmpl.Execute(&b, a); err != nil {
+		return "", fmt.Errorf("render email subject: %w", err)
+	}
+	return strings.Join(strings.Fields(b.String()), " "), nil
 }
 
 // emailBodies renders the plain-text and the HTML part; html/template escapes the error message.

@@ -7,14 +7,25 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/sla"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// fixedNow is the alerts' clock in tests, so run times render the same every time.
+var fixedNow = time.Date(2024, 6, 2, 0, 17, 42, 0, time.UTC)
+
+// newAlert is the failure alert the tests expect, with the run link only.
+func newAlert(f *event.Failed, runURL string) alert {
+	return failureAlert(f, links{run: runURL}, fixedNow)
+}
 
 // golden compares got with testdata/<name>.golden, or rewrites that file with -update.
 func golden(t *testing.T, name string, got []byte) {
@@ -36,34 +47,43 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestRenderGolden(t *testing.T) {
+	requested := time.Date(2024, 6, 2, 0, 5, 0, 0, time.UTC)
+	l := links{run: "https://sluice.example.com/runs/{pipeline}/{ds}/{run_id}",
+		trace: "https://jaeger.example.com/trace/{trace_id}", traceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+	run := func(id, ds string) event.Run {
+		return event.Run{RunID: id, Pipeline: "orders", DS: ds, RequestedAt: requested}
+	}
+	completed := &event.Completed{Run: run("01J0RDERS0000000000000000C", "2024-06-01"), Table: "public.orders",
+		Partition: "public.orders_p20240601", Staged: 1000, Inserted: 900, Updated: 100}
 	tests := []struct {
-		name   string
-		runURL string
-		f      event.Failed
+		name string
+		a    alert
 	}{
-		{
-			name:   "orders",
-			runURL: "https://sluice.example.com/runs/{pipeline}/{ds}/{run_id}",
-			f: event.Failed{
-				Run:      event.Run{RunID: "01J0RDERS0000000000000000A", Pipeline: "orders", DS: "2024-06-01"},
-				Step:     "validate",
-				Attempts: 3,
-				Class:    "permanent",
-				Error:    `contract orders: column "amount" is missing`,
-			},
-		},
-		{
-			name: "escaping",
-			f: event.Failed{
-				Run:      event.Run{RunID: "01J0ESCAPE0000000000000000", Pipeline: "orders", DS: "2024-06-02"},
-				Attempts: 1,
-				Error:    "row 7: <script>alert('x')</script> & <!channel>\nsee `dbt run` output",
-			},
-		},
+		{"orders", newAlert(&event.Failed{
+			Run:      run("01J0RDERS0000000000000000A", "2024-06-01"),
+			Step:     "validate",
+			Attempts: 3,
+			Class:    "permanent",
+			Error:    `contract orders: column "amount" is missing`,
+		}, "https://sluice.example.com/runs/{pipeline}/{ds}/{run_id}")},
+		{"escaping", failureAlert(&event.Failed{
+			Run:      event.Run{RunID: "01J0ESCAPE0000000000000000", Pipeline: "orders", DS: "2024-06-02"},
+			Attempts: 1,
+			Error:    "row 7: <script>alert('x')</script> & <!channel>\nsee `dbt run` output",
+		}, links{}, fixedNow)},
+		{"failed-trace", failureAlert(&event.Failed{Run: run("01J0RDERS0000000000000000A", "2024-06-01"),
+			Step: "fetcher", Attempts: 4, Class: "transient", Error: "put s3://landing/raw/orders/2024-06-01.csv: 503 Slow Down"}, l, fixedNow)},
+		{"sla-missed", slaAlert(&event.SLAMissed{Run: run("01J0RDERS0000000000000000B", "2024-06-01"),
+			Deadline: requested.Add(10 * time.Minute)},
+			sla.Verdict{Missed: true, Step: "sensor", State: runstate.Waiting, Detail: "source http://api/data/2024-06-01.csv answered 404"}, l, fixedNow)},
+		{"sla-missed-queued", slaAlert(&event.SLAMissed{Run: run("01J0RDERS0000000000000000B", "2024-06-01"),
+			Deadline: requested.Add(10 * time.Minute)}, sla.Judge(nil, requested), links{}, fixedNow)},
+		{"success", noticeAlert(completed, "", l, fixedNow)},
+		{"recovery", noticeAlert(completed, "01J0RDERS0000000000000000A", l, fixedNow)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a := newAlert(&tt.f, tt.runURL)
+			a := tt.a
 			text, blocks, err := slackMessage(a)
 			if err != nil {
 				t.Fatal(err)
@@ -75,11 +95,15 @@ func TestRenderGolden(t *testing.T) {
 			golden(t, tt.name+".slack.txt", []byte(text+"\n"))
 			golden(t, tt.name+".slack.json", js)
 
+			subject, err := emailSubject(a)
+			if err != nil {
+				t.Fatal(err)
+			}
 			plain, html, err := emailBodies(a)
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, tt.name+".email.txt", []byte(plain))
+			golden(t, tt.name+".email.txt", []byte("Subject: "+subject+"\n\n"+plain))
 			golden(t, tt.name+".email.html", []byte(html))
 			if strings.Contains(html, "<script>") {
 				t.Errorf("html is not escaped:\n%s", html)

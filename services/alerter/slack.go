@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
 // slackTimeout bounds one chat.postMessage call; slack-go's default client has no timeout.
@@ -38,7 +39,7 @@ func newSlackNotifier(cfg config.Slack) (*slackNotifier, error) {
 	if token == "" {
 		return nil, fmt.Errorf("alerts.slack.token %s is empty or unresolved", cfg.Token)
 	}
-	opts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: slackTimeout})}
+	opts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: slackTimeout, Transport: telemetry.HTTPTransport(nil)})}
 	if u := cfg.APIURL; u != "" {
 		if !strings.HasSuffix(u, "/") {
 			u += "/" // slack-go appends method names to it

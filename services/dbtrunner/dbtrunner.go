@@ -81,6 +81,7 @@ func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, buck
 		// Parse errors can echo parts of the URL; say only that it is invalid.
 		return nil, errors.New("postgres url: invalid connection settings")
 	}
+	pg.Tracer = telemetry.PgxTracer{} // the counting query is a span of the run's trace
 	if s3c == nil || bucket == "" {
 		return nil, errors.New("dbt docs need an S3 client and bucket")
 	}
@@ -114,7 +115,7 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	if !runIDRe.MatchString(in.RunID) {
 		return nil, flow.Permanentf("run id %q is not a plain token", in.RunID)
 	}
-	log := r.log.With("pipeline", p.Name, "ds", ds, "run_id", in.RunID, "trace_id", telemetry.TraceID(ctx))
+	log := r.log.With("pipeline", p.Name, "ds", ds, "run_id", in.RunID, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
 
 	plan, err := r.count(ctx, p, ds, in.Fence != 0)
 	if err != nil {

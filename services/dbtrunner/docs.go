@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluice-etl/sluice/pkg/dbtdocs"
 )
 
 // docFiles are what `dbt docs generate` writes that a static docs site needs.
@@ -21,10 +23,9 @@ var docFiles = []struct{ name, contentType string }{
 	{"catalog.json", "application/json"},
 }
 
-// DocsPrefix is where a run's dbt docs are published: docs/<pipeline>/<ds>/<run_id>/.
-func DocsPrefix(pipeline, ds, runID string) string {
-	return fmt.Sprintf("docs/%s/%s/%s/", pipeline, ds, runID)
-}
+// DocsPrefix is where a run's dbt docs are published: docs/<pipeline>/<ds>/<run_id>/, which
+// sluice's HTTP endpoint serves at /docs/<pipeline>/<ds>/<run_id>/ (package dbtdocs).
+func DocsPrefix(pipeline, ds, runID string) string { return dbtdocs.Prefix(pipeline, ds, runID) }
 
 // publishDocs runs `dbt docs generate` in the invocation's workspace (after build, so the
 // catalog shows the upserted table) and uploads the site; it returns the key prefix.

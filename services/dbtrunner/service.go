@@ -26,6 +26,8 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 	if err != nil {
 		return nil, err
 	}
+	// dbt connects on its own; /readyz checks that the database answers (through the pool).
+	d.ReadyCheck("postgres", func(ctx context.Context) error { _, err := d.Postgres(ctx); return err })
 	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
 		out, err := r.Handle(ctx, *p, in.(*event.Partitioned))
 		if err != nil {

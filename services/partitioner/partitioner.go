@@ -1,15 +1,20 @@
 // Package partitioner creates the day's partition of a pipeline's target table: on `validated`
-// it makes sure the target exists as a table PARTITION BY RANGE on the partition column and
-// attaches a partition [ds, ds+1 day). Names and bounds come from the parsed date and identifiers
-// are quoted, never spliced from raw event text. Writes are fenced by the run's lease token.
+// it makes sure the target exists as a table PARTITION BY RANGE on the partition column, with an
+// index on the contract's key (the upsert looks rows up by it in every partition), and attaches
+// a partition [ds, ds+1 day). Names and bounds come from the parsed date and identifiers are
+// quoted, never spliced from raw event text. Writes are fenced by the run's lease token. It also
+// enforces the pipeline's retention (retention.go): after the partition is created, and on its
+// own with `sluice retention`.
 package partitioner
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -23,35 +28,76 @@ import (
 
 // Service is the partitioner as an app service.
 var Service = app.Service{Name: "partitioner", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
-	pool, err := d.Postgres(ctx)
+	pt, err := FromDeps(ctx, d)
 	if err != nil {
-		return nil, err
-	}
-	contracts, err := contract.ForPipelines(d.Config.Pipelines, d.Config.Dir)
-	if err != nil {
-		return nil, err
-	}
-	pt := New(pool, contracts)
-	if err := fence.Ensure(ctx, pool); err != nil {
 		return nil, err
 	}
 	return []flow.Route{{Step: "partitioner", Consumes: event.KindValidated, Handle: pt.Handle}}, nil
 }}
 
+// FromDeps builds a Partitioner from a process's shared dependencies: the pool, the S3 client
+// when a pipeline exports partitions before dropping them, and every pipeline's contract.
+func FromDeps(ctx context.Context, d *app.Deps) (*Partitioner, error) {
+	pool, err := d.Postgres(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var s3c *s3.Client
+	for _, p := range d.Config.Pipelines {
+		if p.Retention.ExportToS3 {
+			if s3c, err = d.S3(ctx); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	contracts, err := contract.ForPipelines(d.Config.Pipelines, d.Config.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := fence.Ensure(ctx, pool); err != nil {
+		return nil, err
+	}
+	return New(pool, s3c, d.Config.S3.Bucket, contracts, d.Log.With("service", "partitioner")), nil
+}
+
 // Partitioner manages target partitions.
 type Partitioner struct {
 	pool      *pgxpool.Pool
+	s3        *s3.Client
+	bucket    string
 	contracts map[string]*contract.Contract
+	log       *slog.Logger
+	now       func() time.Time
 }
 
-// New returns a partitioner; contracts maps pipeline name to its data contract.
-func New(pool *pgxpool.Pool, contracts map[string]*contract.Contract) *Partitioner {
-	return &Partitioner{pool: pool, contracts: contracts}
+// New returns a partitioner; contracts maps pipeline name to its data contract. s3c and bucket
+// are where partitions are exported before retention drops them (s3c may be nil when no
+// pipeline exports).
+func New(pool *pgxpool.Pool, s3c *s3.Client, bucket string, contracts map[string]*contract.Contract, log *slog.Logger) *Partitioner {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Partitioner{pool: pool, s3: s3c, bucket: bucket, contracts: contracts, log: log, now: time.Now}
 }
 
 // PartitionName is the partition table for day: <table>_pYYYYMMDD.
 func PartitionName(table string, day time.Time) string {
 	return table + "_p" + day.Format("20060102")
+}
+
+// partitionDay is the day of a partition PartitionName made for table; ok is false for any
+// other name (a partition created by hand is never touched).
+func partitionDay(table, name string) (day time.Time, ok bool) {
+	digits, found := strings.CutPrefix(name, table+"_p")
+	if !found || len(digits) != 8 {
+		return time.Time{}, false
+	}
+	day, err := time.Parse("20060102", digits)
+	if err != nil || PartitionName(table, day) != name {
+		return time.Time{}, false
+	}
+	return day, true
 }
 
 // TargetDDL creates the partitioned target from the contract's columns. There is no primary key:
@@ -71,6 +117,18 @@ func TargetDDL(c *contract.Contract, t config.Target) string {
 		pgx.Identifier{t.Schema, t.Table}.Sanitize(), strings.Join(cols, ", "), pgx.Identifier{t.PartitionColumn}.Sanitize())
 }
 
+// KeyIndexDDL indexes the target on the contract's key. The upsert deletes the stored version of
+// each incoming key from whichever partition holds it and compares versions by key; without this
+// index both scan every partition, and a day's load slows down with the table's age.
+func KeyIndexDDL(c *contract.Contract, t config.Target) string {
+	name := t.Table + "_" + c.Key + "_idx"
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)", pgx.Identifier{name}.Sanitize(),
+		pgx.Identifier{t.Schema, t.Table}.Sanitize(), pgx.Identifier{c.Key}.Sanitize())
+}
+
 // PartitionDDL attaches the partition for day to the target.
 func PartitionDDL(t config.Target, day time.Time) string {
 	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
@@ -79,7 +137,8 @@ func PartitionDDL(t config.Target, day time.Time) string {
 		day.Format(time.DateOnly), day.AddDate(0, 0, 1).Format(time.DateOnly))
 }
 
-// Handle creates the target (if new) and the ds partition, in one fenced transaction.
+// Handle creates the target (if new) and the ds partition, in one fenced transaction, then
+// applies the pipeline's retention.
 func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
 	v := in.(*event.Validated)
 	day, err := event.ParseDS(v.DS)
@@ -90,12 +149,16 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 	if !ok {
 		return nil, flow.Permanentf("no data contract loaded for pipeline %s", p.Name)
 	}
+	if oldest, on := OldestKept(p.Retention, pt.now()); on && day.Before(oldest) {
+		return nil, flow.Permanentf("ds %s is older than the %d-day retention of pipeline %s (oldest kept: %s): its partition would be dropped",
+			v.DS, p.Retention.Days, p.Name, oldest.Format(time.DateOnly))
+	}
 	tx, err := pt.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	for _, stmt := range []string{TargetDDL(c, p.Target), PartitionDDL(p.Target, day)} {
+	for _, stmt := range []string{TargetDDL(c, p.Target), KeyIndexDDL(c, p.Target), PartitionDDL(p.Target, day)} {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return nil, classify(fmt.Errorf("%s: %w", stmt, err))
 		}
@@ -105,6 +168,12 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
+	}
+	// The day's data is safe either way; a retention problem (say, the export bucket refuses
+	// writes) is logged and retried by the next run rather than failing this one.
+	if _, err := pt.Retention(ctx, p, v.RunID, v.Fence, pt.now()); err != nil {
+		pt.log.ErrorContext(ctx, "retention failed; old partitions stay until the next run", "pipeline", p.Name,
+			"ds", v.DS, "run_id", v.RunID, "err", err)
 	}
 	return &event.Partitioned{
 		Run:          v.Run,

@@ -1,14 +1,19 @@
 // Package sensor is sluice's first step: on `requested` it takes the pipeline's lease (one active
 // run per pipeline) and checks once whether the source has the ds's file. If not, it hands the
-// message back to the broker for redelivery after the poke interval — a waiting run is a stored
-// message, not a goroutine, timer or connection — and fails the run after the sensor timeout.
+// message back to the broker for redelivery after the poke interval (growing by the pipeline's
+// backoff up to its cap, shortened by jitter) — a waiting run is a stored message, not a
+// goroutine, timer or connection — and ends the run after the sensor timeout: failed, or skipped
+// with soft_fail. In push mode a signed POST /hooks/<pipeline> marks a ds available at once
+// (webhook.go).
 package sensor
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/sluice-etl/sluice/pkg/app"
@@ -19,8 +24,14 @@ import (
 )
 
 // Service is the sensor as an app service.
-var Service = app.Service{Name: "sensor", Routes: func(_ context.Context, d *app.Deps) ([]flow.Route, error) {
-	s := New(&http.Client{Timeout: 30 * time.Second}, d.Router.Leases())
+var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
+	s := New(d.HTTPClient(30*time.Second), d.Router.Leases())
+	if err := s.ServeWebhooks(ctx, d); err != nil {
+		return nil, err
+	}
+	if err := StartScheduler(ctx, d); err != nil { // schedule.go: ticks → requested
+		return nil, err
+	}
 	return []flow.Route{{Step: "sensor", Consumes: event.KindRequested, Handle: s.Handle, Workers: 8}}, nil
 }}
 
@@ -28,53 +39,116 @@ var Service = app.Service{Name: "sensor", Routes: func(_ context.Context, d *app
 type Sensor struct {
 	http   *http.Client
 	leases *lease.Leases
-	now    func() time.Time
+	// marks are the webhooks' "available" marks; nil when no pipeline has a webhook.
+	marks *marks
+	now   func() time.Time
+	rand  func() float64
 }
 
 // New returns a sensor using client for source checks.
 func New(client *http.Client, leases *lease.Leases) *Sensor {
-	return &Sensor{http: client, leases: leases, now: time.Now}
+	return &Sensor{http: client, leases: leases, now: time.Now, rand: rand.Float64}
 }
 
-// Handle takes the lease and checks the source once.
+// minWait keeps a wait that the timeout clamps from becoming a busy loop.
+const minWait = 10 * time.Millisecond
+
+// Handle takes the lease and checks the source (or the webhook's mark) once.
 func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
 	req := in.(*event.Requested)
+	marked, err := s.marked(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	if marked == markSent {
+		// The webhook completed this run's sensor step and could not remove the parked message:
+		// this delivery is that stale copy. Dropping it must not touch the lease.
+		flow.Logger(ctx).Info("webhook already published available for this run; dropping the parked request")
+		return nil, nil
+	}
 	holder, err := s.leases.Acquire(ctx, p.Name, req.RunID, req.DS, p.Lease.TTL)
 	if held := (*lease.HeldError)(nil); errors.As(err, &held) {
 		if p.Lease.OnBusy == "skip" {
 			return nil, fmt.Errorf("%w: %v", flow.ErrSkip, err)
 		}
-		return nil, flow.Wait(p.Sensor.PokeInterval, "queued behind run %s (ds %s)", held.Holder.RunID, held.Holder.DS)
+		return nil, flow.Wait(jittered(p.Sensor, p.Sensor.PokeInterval, s.rand()), "queued behind run %s (ds %s)", held.Holder.RunID, held.Holder.DS)
 	}
 	if err != nil {
 		return nil, err
 	}
+	run := req.Run
+	run.Fence = holder.Fence
 	url := config.Expand(p.Source.URL, p.Name, req.DS, req.RunID)
-	status, err := s.poke(ctx, p.Source.Method, url)
-	switch {
-	case err == nil && status >= 200 && status < 300:
-		run := req.Run
-		run.Fence = holder.Fence
+	if marked == markReady {
 		return &event.Available{Run: run, URL: url, Pokes: flow.Attempt(ctx)}, nil
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	}
+	status, err := s.poke(ctx, p, url)
+	switch {
+	case err == nil && Ready(p.Sensor, status):
+		return &event.Available{Run: run, URL: url, Pokes: flow.Attempt(ctx)}, nil
+	case err == nil && (status == http.StatusUnauthorized || status == http.StatusForbidden):
 		return nil, flow.Permanentf("source %s answered %d: check the source's credentials", url, status)
 	}
-	if waited := s.now().Sub(holder.AcquiredAt); waited >= p.Sensor.Timeout {
-		why := fmt.Sprintf("answered %d", status)
-		if err != nil {
-			why = err.Error()
-		}
-		return nil, flow.Permanentf("source %s not available after %s (%d pokes; last: %s)", url, p.Sensor.Timeout, flow.Attempt(ctx), why)
-	}
+	why := fmt.Sprintf("answered %d", status)
 	if err != nil {
-		return nil, flow.Wait(p.Sensor.PokeInterval, "source unreachable: %v", err)
+		why = "unreachable: " + err.Error()
 	}
-	return nil, flow.Wait(p.Sensor.PokeInterval, "source answered %d", status)
+	waited := s.now().Sub(holder.AcquiredAt)
+	if waited >= p.Sensor.Timeout {
+		msg := fmt.Sprintf("source %s not available after %s (%d pokes; last: %s)", url, p.Sensor.Timeout, flow.Attempt(ctx), why)
+		if !p.Sensor.SoftFail {
+			return nil, flow.Permanent(errors.New(msg))
+		}
+		// The router terminates a skipped run without releasing the lease (a run skipped for a
+		// busy lease never held it), so a soft-failed run gives its lease back here: the next
+		// run must not wait out the lease time. If this fails the lease still expires.
+		if err := s.leases.Release(ctx, p.Name, req.RunID); err != nil {
+			flow.Logger(ctx).Warn("soft_fail: release lease", "err", err)
+		}
+		return nil, fmt.Errorf("%w (soft_fail): %s", flow.ErrSkip, msg)
+	}
+	return nil, flow.Wait(NextWait(p.Sensor, waited, s.rand()), "source %s %s", url, why)
 }
 
-// poke asks the source once whether the file is there.
-func (s *Sensor) poke(ctx context.Context, method, url string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+// Ready reports whether a source's status code means the file is there: one of the pipeline's
+// ready_status codes, or any 2xx when none are listed.
+func Ready(s config.Sensor, status int) bool {
+	if len(s.ReadyStatus) == 0 {
+		return status >= 200 && status < 300
+	}
+	return slices.Contains(s.ReadyStatus, status)
+}
+
+// NextWait is how long to park a run that has held the lease for waited without seeing its
+// file; r in [0,1) draws the jitter. With backoff factor f the k-th wait is poke·f^k, and the
+// time waited before it is poke·(f^k−1)/(f−1), so that wait is also poke + (f−1)·waited: the
+// schedule needs no poke counter, only the lease's acquisition time. The wait is capped at
+// max_interval, shortened (never lengthened) by jitter, and ends at the timeout, not after it.
+func NextWait(s config.Sensor, waited time.Duration, r float64) time.Duration {
+	d := s.PokeInterval
+	if s.Backoff > 1 {
+		d += time.Duration((s.Backoff - 1) * float64(waited))
+	}
+	if limit := s.MaxWait(); d > limit || d < 0 {
+		d = limit
+	}
+	d = jittered(s, d, r)
+	if left := s.Timeout - waited; d > left {
+		d = left
+	}
+	return max(d, minWait)
+}
+
+func jittered(s config.Sensor, d time.Duration, r float64) time.Duration {
+	return d - time.Duration(s.JitterShare()*r*float64(d))
+}
+
+// poke asks the source once whether the file is there. A hung source must not outlive the
+// lease, which only this poke renews while the run waits.
+func (s *Sensor) poke(ctx context.Context, p *config.Pipeline, url string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, min(30*time.Second, p.Lease.TTL/2))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, p.Source.Method, url, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -1,8 +1,10 @@
-// Package validator is sluice's validate step: it streams a landed raw file from S3 through the
-// pipeline's data contract into the pipeline's staging table, replacing that ds's slice in one
-// transaction that also checks the bytes against the landed checksum and the run's fencing token.
-// So a staging slice is always either one whole, verified file loaded by the newest run, or what
-// was there before; bad data fails the run at once (permanent), anything else is retried.
+// Package validator is sluice's validate step: it streams a landed raw file from S3 (plain or
+// gzip-compressed CSV) through the pipeline's data contract into the pipeline's staging table,
+// replacing that ds's slice in one transaction that also checks the bytes against the landed
+// checksum and the run's fencing token. So a staging slice is always either one whole, verified
+// file loaded by the newest run (less the bad rows the pipeline allows, which are quarantined in
+// a rejects file next to the raw object), or what was there before; bad data fails the run at
+// once (permanent), anything else is retried.
 package validator
 
 import (
@@ -161,14 +163,16 @@ func checkShape(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.C
 }
 
 // Handle streams the landed object from S3 through contract c into p's staging table, replacing
-// the slice of in.DS. A contract violation is permanent; the staging table is then unchanged.
+// the slice of in.DS. Rows that break the contract are listed in a rejects file next to the raw
+// object (RejectsKey); up to p.MaxBadRows of them are quarantined there and the rest is loaded,
+// more fail the run (permanent) and the staging table is then unchanged.
 func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed) (*event.Validated, error) {
 	ds, err := time.Parse(time.DateOnly, in.DS)
 	if err != nil {
 		return nil, flow.Permanentf("ds %q is not a date: %w", in.DS, err)
 	}
 	obj := in.Object
-	where := "s3://" + obj.Bucket + "/" + obj.Key
+	where := s3URL(obj.Bucket, obj.Key)
 	get := &s3.GetObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)}
 	if obj.VersionID != "" {
 		get.VersionId = aws.String(obj.VersionID)
@@ -182,9 +186,12 @@ func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.C
 		return nil, fmt.Errorf("%s is %d bytes, the landed event says %d: the object changed since it landed", where, *out.ContentLength, obj.Size)
 	}
 	body := &checksum{r: out.Body, h: sha256.New()}
+	q := &quarantine{allowed: int64(p.MaxBadRows), contract: c.Name,
+		rejects: v.newRejects(ctx, obj.Bucket, RejectsKey(obj.Key), in)}
+	defer q.rejects.abort()
 
 	start := time.Now()
-	n, err := v.load(ctx, p, c, in, ds, body)
+	n, err := v.load(ctx, p, c, in, ds, body, q)
 	if errors.Is(err, contract.ErrContract) {
 		// Condemn only the bytes the event names: if the object changed since it landed, the
 		// violation may belong to another file, so let the run retry instead.
@@ -194,23 +201,40 @@ func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.C
 		if merr := body.verify(obj); merr != nil {
 			return nil, fmt.Errorf("%s: %w", where, merr)
 		}
+		if werr := q.rejects.close(); werr != nil {
+			return nil, fmt.Errorf("write %s: %w", q.rejects.url(), werr)
+		}
+		v.log.WarnContext(ctx, "file rejected", "pipeline", p.Name, "ds", in.DS, "run_id", in.RunID,
+			"object", where, "bad_rows", q.rows, "rejects", q.rejects.url(), "err", err)
 		return nil, flow.Permanent(fmt.Errorf("%s: %w", where, err))
 	}
 	if err != nil {
 		return nil, err
 	}
 	table := p.Target.Schema + "." + p.StagingTable
-	v.log.InfoContext(ctx, "staging slice replaced", "pipeline", p.Name, "ds", in.DS, "run_id", in.RunID,
-		"table", table, "rows", n, "bytes", body.n, "duration", time.Since(start))
+	log := v.log.With("pipeline", p.Name, "ds", in.DS, "run_id", in.RunID)
+	if q.rows > 0 {
+		log.WarnContext(ctx, "rows quarantined", "object", where, "bad_rows", q.rows, "max_bad_rows", p.MaxBadRows,
+			"rejects", q.rejects.url(), "first", q.first.Detail())
+	} else {
+		// A rejects file left by an earlier run of this ds no longer describes the object.
+		if _, err := v.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(q.rejects.key)}); err != nil {
+			log.WarnContext(ctx, "could not delete an old rejects file", "rejects", q.rejects.url(), "err", err)
+		}
+	}
+	log.InfoContext(ctx, "staging slice replaced", "table", table, "rows", n, "bad_rows", q.rows,
+		"bytes", body.n, "duration", time.Since(start))
 	return &event.Validated{Run: in.Run, Object: in.Object, StagingTable: table, Rows: n}, nil
 }
 
-// load replaces the ds slice in one transaction: delete, COPY, verify checksum, check fence.
-func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed, ds time.Time, body *checksum) (int64, error) {
+// load replaces the ds slice in one transaction: delete, COPY, verify checksum, check fence. The
+// rejects file is complete before the commit, so a quarantined row is never lost.
+func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed, ds time.Time, body *checksum, q *quarantine) (int64, error) {
 	rd, err := contract.NewReader(body, c)
 	if err != nil {
-		return 0, err
+		return 0, q.fail(err)
 	}
+	rd.OnBadRow(q.add)
 	table := pgx.Identifier{p.Target.Schema, p.StagingTable}
 	tx, err := v.pool.Begin(ctx)
 	if err != nil {
@@ -229,23 +253,36 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		return 0, fmt.Errorf("delete staging slice %s: %w", in.DS, err)
 	}
 	columns := append(c.ColumnNames(), p.Target.PartitionColumn, contract.RunIDColumn)
-	src := &stagingRows{rd: rd, extra: []any{ds, in.RunID}}
+	src := &stagingRows{rd: rd, q: q, extra: []any{ds, in.RunID}}
 	n, err := tx.CopyFrom(ctx, table, columns, src)
 	if rerr := rd.Err(); rerr != nil {
 		// pgx reports the server's answer to the aborted COPY; the reader's error is the cause.
 		err = rerr
 	}
+	if err == nil && q.over() {
+		// Too many bad rows: the run fails whatever follows, but read on (without COPY) so the
+		// rejects file and the count cover the file, up to reportCap more rows.
+		for rd.Next() {
+		}
+		err = rd.Err()
+	}
+	if (err == nil && q.over()) || errors.Is(err, errReportCap) {
+		err = q.verdict()
+	}
 	if err != nil {
 		if errors.Is(err, contract.ErrContract) {
-			return 0, err
+			return 0, q.fail(err)
 		}
 		return 0, fmt.Errorf("copy into %s: %w", table.Sanitize(), err)
 	}
 	if _, err := io.Copy(io.Discard, body); err != nil {
-		return 0, fmt.Errorf("read s3://%s/%s: %w", in.Object.Bucket, in.Object.Key, err)
+		return 0, fmt.Errorf("read %s: %w", s3URL(in.Object.Bucket, in.Object.Key), err)
 	}
 	if err := body.verify(in.Object); err != nil {
-		return 0, fmt.Errorf("s3://%s/%s: %w", in.Object.Bucket, in.Object.Key, err)
+		return 0, fmt.Errorf("%s: %w", s3URL(in.Object.Bucket, in.Object.Key), err)
+	}
+	if err := q.rejects.close(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", q.rejects.url(), err)
 	}
 	if err := fence.Check(ctx, tx, p.Name, in.RunID, in.Fence); err != nil {
 		return 0, err
@@ -256,16 +293,18 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 	return n, nil
 }
 
-// stagingRows feeds COPY one record at a time from the contract reader, adding the partition
-// column (ds) and run_id.
+// stagingRows feeds COPY one good record at a time from the contract reader, adding the
+// partition column (ds) and run_id.
 type stagingRows struct {
 	rd    *contract.Reader
+	q     *quarantine
 	extra []any
 	row   []any
 }
 
 func (s *stagingRows) Next() bool {
-	if !s.rd.Next() {
+	// Once more rows are bad than the pipeline allows, the load is lost: stop sending rows.
+	if s.q.over() || !s.rd.Next() {
 		return false
 	}
 	s.row = append(append(s.row[:0], s.rd.Values()...), s.extra...)

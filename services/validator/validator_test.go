@@ -1,10 +1,13 @@
 package validator
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
@@ -173,7 +177,7 @@ func TestHandleLoadsFile(t *testing.T) {
 func TestHandleAcceptsMessyButValidFile(t *testing.T) {
 	e := setup(t)
 	body := "\ufeffamount,updated_at,customer_id,order_id\r\n" +
-		"\"-0.50\",2024-01-01T10:00:00+02:00,7,1\r\n" +
+		"\"0.50\",2024-01-01T10:00:00+02:00,7,1\r\n" +
 		"000." + strings.Repeat("1", 16383) + ",2024-01-01T10:00:00.123456Z,8,2\r\n" +
 		strings.Repeat("9", 131072) + ".5,2024-01-01 10:00:00,9,3\r\n"
 	in := landed("2024-01-01", 1, e.put(t, "raw/orders/2024-01-01.csv", body))
@@ -195,7 +199,7 @@ func TestHandleAcceptsMessyButValidFile(t *testing.T) {
 	if rows.Err() != nil {
 		t.Fatal(rows.Err())
 	}
-	want := []string{"-0.50", "0." + strings.Repeat("1", 16383), strings.Repeat("9", 131072) + ".5"}
+	want := []string{"0.50", "0." + strings.Repeat("1", 16383), strings.Repeat("9", 131072) + ".5"}
 	if len(amounts) != 3 || amounts[0] != want[0] || amounts[1] != want[1] || amounts[2] != want[2] {
 		t.Fatalf("amounts round-tripped wrong (lengths %d)", len(amounts))
 	}
@@ -250,10 +254,13 @@ func TestViolationIsPermanentAndLoadsNothing(t *testing.T) {
 	if !errors.As(err, &v) || v.Line != 5 || v.Column != "amount" || v.Value != "12a" {
 		t.Fatalf("violation = %+v, want line 5, column amount, value 12a", v)
 	}
-	want := fmt.Sprintf(`s3://%s/raw/orders/2024-01-01.csv: contract violation at line 5, column amount: value "12a" is not a number`, e.bucket)
+	want := fmt.Sprintf(`s3://%[1]s/raw/orders/2024-01-01.csv: 1 row breaks contract orders (max_bad_rows 0); `+
+		`first: line 5, column amount: value "12a" is not a number; rejects in s3://%[1]s/raw/orders/2024-01-01.rejects.csv`, e.bucket)
 	if err.Error() != want {
 		t.Fatalf("message = %s\nwant      %s", err, want)
 	}
+	wantRejects(t, e.get(t, "raw/orders/2024-01-01.rejects.csv"),
+		`5,amount,12a,is not a number,"4,104,12a,2024-01-01 10:04:00"`)
 	if after := e.slice(t, "2024-01-01"); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Fatalf("the slice changed after a rejected file:\n%s\nwas\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
 	}
@@ -264,6 +271,13 @@ func TestViolationIsPermanentAndLoadsNothing(t *testing.T) {
 	if !flow.IsPermanent(err) || !errors.As(err, &v) || v.Line != 1 || v.Column != "customer_id, updated_at" {
 		t.Fatalf("err = %v, want a permanent violation naming the missing columns", err)
 	}
+	want = fmt.Sprintf(`s3://%[1]s/raw/orders/2024-01-01.csv: contract violation at line 1, column customer_id, updated_at: `+
+		`required column missing from the header; rejects in s3://%[1]s/raw/orders/2024-01-01.rejects.csv`, e.bucket)
+	if err.Error() != want {
+		t.Fatalf("message = %s\nwant      %s", err, want)
+	}
+	wantRejects(t, e.get(t, "raw/orders/2024-01-01.rejects.csv"),
+		`1,"customer_id, updated_at",,required column missing from the header,`)
 	if n := e.count(t, "2024-01-01"); n != len(before) {
 		t.Fatalf("slice has %d rows, want %d", n, len(before))
 	}
@@ -406,5 +420,158 @@ func TestPrepare(t *testing.T) {
 	}
 	if err := v.Prepare(ctx, []config.Pipeline{ordersPipeline("public")}, nil); err == nil {
 		t.Fatal("Prepare without a contract succeeded")
+	}
+}
+
+// get returns an object's content, or fails the test.
+func (e *env) get(t *testing.T, key string) string {
+	t.Helper()
+	b, ok := e.tryGet(t, key)
+	if !ok {
+		t.Fatalf("no object %s", key)
+	}
+	return b
+}
+
+func (e *env) tryGet(t *testing.T, key string) (string, bool) {
+	t.Helper()
+	out, err := e.s3.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+	var nsk *types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), true
+}
+
+// wantRejects checks a rejects file's lines after its header.
+func wantRejects(t *testing.T, got string, lines ...string) {
+	t.Helper()
+	want := "line,column,value,rule,record\n" + strings.Join(lines, "\n") + "\n"
+	if got != want {
+		t.Fatalf("rejects file\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestSeveralBadRowsAreAllReported(t *testing.T) {
+	e := setup(t)
+	body := ordersCSV(1, 3) +
+		"4,x,=1+2,2024-01-01 10:00:00\n" + // line 5: two violations; the formula is escaped in the rejects file
+		"5,105,-3,2024-01-01 10:00:00\n" + // line 6
+		"6,106\n" + // line 7: cut short
+		"7,107,7.00,2024-01-01 10:00:00\n"
+	in := landed("2024-01-01", 1, e.put(t, "raw/orders/2024-01-01.csv", body))
+	_, err := e.v.Handle(t.Context(), e.p, e.c, in)
+	var re *RejectedError
+	if !flow.IsPermanent(err) || !errors.As(err, &re) || re.Rows != 3 || re.AtLeast || re.First.Line != 5 {
+		t.Fatalf("err = %v, want 3 bad rows, the first at line 5", err)
+	}
+	if !strings.Contains(err.Error(), `3 rows break contract orders (max_bad_rows 0); first: line 5, column customer_id: value "x" is not an integer;`) {
+		t.Fatalf("message = %s", err)
+	}
+	wantRejects(t, e.get(t, "raw/orders/2024-01-01.rejects.csv"),
+		`5,customer_id,x,is not an integer,"4,x,=1+2,2024-01-01 10:00:00"`,
+		`5,amount,'=1+2,is not a number,"4,x,=1+2,2024-01-01 10:00:00"`,
+		`6,amount,'-3,is less than the minimum 0,"5,105,-3,2024-01-01 10:00:00"`,
+		`7,,,"record has 2 fields, the header has 4","6,106"`)
+	if n := e.count(t, "2024-01-01"); n != 0 {
+		t.Fatalf("%d rows loaded, want none", n)
+	}
+}
+
+func TestQuarantineLoadsTheGoodRows(t *testing.T) {
+	e := setup(t)
+	e.p.MaxBadRows = 2
+	bad := ordersCSV(1, 3) + "4,104,12a,2024-01-01 10:00:00\n" + "5,105,5.00,2024-01-01 10:00:00\n"
+	in := landed("2024-01-01", 1, e.put(t, "raw/orders/2024-01-01.csv", bad))
+	out := e.mustLoad(t, in)
+	if out.Rows != 4 {
+		t.Fatalf("rows = %d, want the 4 good ones", out.Rows)
+	}
+	got := e.slice(t, "2024-01-01")
+	if len(got) != 4 || strings.HasPrefix(got[3], "4 ") {
+		t.Fatalf("staging slice:\n%s", strings.Join(got, "\n"))
+	}
+	wantRejects(t, e.get(t, "raw/orders/2024-01-01.rejects.csv"), `5,amount,12a,is not a number,"4,104,12a,2024-01-01 10:00:00"`)
+
+	// One bad row more than allowed fails the run and keeps the slice.
+	three := bad + "6,x,1,2024-01-01 10:00:00\n" + "7,107,1,someday\n"
+	_, err := e.v.Handle(t.Context(), e.p, e.c, landed("2024-01-01", 2, e.put(t, "raw/orders/2024-01-01.csv", three)))
+	var re *RejectedError
+	if !errors.As(err, &re) || re.Rows != 3 || re.Allowed != 2 || !flow.IsPermanent(err) {
+		t.Fatalf("err = %v, want 3 bad rows with 2 allowed", err)
+	}
+	if after := e.slice(t, "2024-01-01"); strings.Join(after, "\n") != strings.Join(got, "\n") {
+		t.Fatalf("a rejected file changed the slice")
+	}
+
+	// A clean rerun removes the rejects file that no longer describes the object.
+	e.mustLoad(t, landed("2024-01-01", 3, e.put(t, "raw/orders/2024-01-01.csv", ordersCSV(1, 5))))
+	if _, ok := e.tryGet(t, "raw/orders/2024-01-01.rejects.csv"); ok {
+		t.Fatal("the old rejects file is still there after a clean load")
+	}
+}
+
+func TestReportStopsAfterTheCap(t *testing.T) {
+	e := setup(t)
+	var b strings.Builder
+	b.WriteString(ordersCSV(1, 1))
+	for i := range reportCap + 500 {
+		fmt.Fprintf(&b, "%d,1,x,2024-01-01 10:00:00\n", i+2)
+	}
+	_, err := e.v.Handle(t.Context(), e.p, e.c, landed("2024-01-01", 1, e.put(t, "raw/orders/2024-01-01.csv", b.String())))
+	var re *RejectedError
+	if !errors.As(err, &re) || !re.AtLeast || re.Rows != reportCap+1 {
+		t.Fatalf("err = %v, want at least %d bad rows", err, reportCap+1)
+	}
+	if !strings.HasPrefix(err.Error(), fmt.Sprintf("s3://%s/raw/orders/2024-01-01.csv: at least 1001 rows break contract orders", e.bucket)) {
+		t.Fatalf("message = %s", err)
+	}
+	if n := strings.Count(e.get(t, "raw/orders/2024-01-01.rejects.csv"), "\n"); n != reportCap+2 {
+		t.Fatalf("rejects file has %d lines, want a header and %d rows", n, reportCap+1)
+	}
+}
+
+func TestGzipObject(t *testing.T) {
+	e := setup(t)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write([]byte(ordersCSV(1, 5)))
+	zw.Close()
+	in := landed("2024-01-01", 1, e.put(t, "raw/orders/2024-01-01.csv.gz", z.String()))
+	if out := e.mustLoad(t, in); out.Rows != 5 {
+		t.Fatalf("rows = %d, want 5", out.Rows)
+	}
+	// Cut short: a permanent violation, rejects next to the object.
+	cut := z.String()[:z.Len()-12]
+	_, err := e.v.Handle(t.Context(), e.p, e.c, landed("2024-01-01", 2, e.put(t, "raw/orders/2024-01-01.csv.gz", cut)))
+	if !flow.IsPermanent(err) || !strings.Contains(err.Error(), "gzip data is truncated") {
+		t.Fatalf("err = %v, want a permanent truncated-gzip violation", err)
+	}
+	if _, ok := e.tryGet(t, "raw/orders/2024-01-01.rejects.csv"); !ok {
+		t.Fatal("no rejects file for the truncated gzip object")
+	}
+	if n := e.count(t, "2024-01-01"); n != 5 {
+		t.Fatalf("slice has %d rows, want the 5 loaded before", n)
+	}
+}
+
+func TestRejectsKey(t *testing.T) {
+	for key, want := range map[string]string{
+		"raw/orders/2024-01-01.csv":    "raw/orders/2024-01-01.rejects.csv",
+		"raw/orders/2024-01-01.csv.gz": "raw/orders/2024-01-01.rejects.csv",
+		"raw/orders/2024-01-01.gz":     "raw/orders/2024-01-01.rejects.csv",
+		"raw/orders/2024-01-01":        "raw/orders/2024-01-01.rejects.csv",
+	} {
+		if got := RejectsKey(key); got != want {
+			t.Errorf("RejectsKey(%q) = %q, want %q", key, got, want)
+		}
 	}
 }

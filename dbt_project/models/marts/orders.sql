@@ -15,9 +15,11 @@
 -- Upsert of one ds into the partitioned orders table. delete+insert deletes every row whose
 -- order_id this query returns (from whichever partition holds it) and inserts the new version,
 -- which PostgreSQL routes to the partition of its load_date. So this query returns only the rows
--- that must win: new orders, and versions strictly newer than the one already stored.
+-- that must win: new orders, and versions newer than the one already stored (rule below).
 with staged as (
-    -- One row per order_id: the latest version in this ds's file (ties broken deterministically).
+    -- One row per order_id: the latest version in this ds's file. Two rows with the same order_id
+    -- and updated_at are one version sent twice; if their values differ, the greatest amount,
+    -- then customer_id, wins, so a rerun picks the same row.
     select distinct on (order_id)
         order_id,
         customer_id,
@@ -38,8 +40,11 @@ from staged as s
 {% if is_incremental() %}
 left join {{ this }} as t
     on t.order_id = s.order_id
--- New order, or a strictly newer version. An equal or older updated_at keeps the stored row, so a
--- rerun is a no-op and a backfill of an older date never overwrites a newer version.
+-- New order, or a newer version: versions are ordered by updated_at, and the same updated_at
+-- delivered by two dates belongs to the earlier date. So a rerun is a no-op (same version, same
+-- date), a backfill of an older date never overwrites a newer version, and the stored row (and
+-- its partition) is the same whatever order the dates are run in.
 where t.order_id is null
    or s.updated_at > t.updated_at
+   or (s.updated_at = t.updated_at and s.load_date < t.load_date)
 {% endif %}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/trigger"
+)
+
+// dateRun is one date of a trigger or backfill: the run that serves it, or why none does.
+type dateRun struct {
+	ds     string
+	runID  string // empty when the date was not requested
+	note   string // requested, already queued, or why it was left alone
+	rec    runstate.Record
+	loaded bool
+}
+
+func (d *dateRun) done() bool { return d.runID == "" || (d.loaded && d.rec.State.Final()) }
+
+// mark is the date's one-character state in the progress line.
+func (d *dateRun) mark() string {
+	if d.runID == "" {
+		return "-"
+	}
+	switch d.rec.State {
+	case runstate.Completed:
+		return "✓"
+	case runstate.Failed:
+		return "✗"
+	case runstate.Skipped:
+		return "⊘"
+	case runstate.Running:
+		if d.rec.Step != "sensor" {
+			return "▶"
+		}
+		return "…" // the sensor's turn: waiting for the lease or the file
+	case runstate.Waiting:
+		return "…"
+	}
+	return "○"
+}
+
+const legend = "✓ completed  ✗ failed  ⊘ skipped  ▶ running  … waiting  ○ queued  - not requested"
+
+// progress redraws a compact per-date state line until every requested date's run has ended.
+type progress struct {
+	out      io.Writer
+	tty      bool
+	pipeline string
+	dates    []*dateRun
+	drawn    int    // lines drawn last time (tty)
+	last     string // last line printed (not a tty)
+	started  time.Time
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// follow polls the run-state bucket and redraws until all runs end, ctx ends or timeout passes.
+func (p *progress) follow(ctx context.Context, runs *runstate.Store, every, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	fmt.Fprintln(p.out, legend)
+	for {
+		all := true
+		for _, d := range p.dates {
+			if d.runID == "" || (d.loaded && d.rec.State.Final()) {
+				continue
+			}
+			if rec, err := runs.Get(ctx, p.pipeline, d.ds, d.runID); err == nil {
+				d.rec, d.loaded = rec, true
+			}
+			all = all && d.done()
+		}
+		p.draw(all)
+		if all {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: runs not finished after %s (they go on; see `sluice status`)", p.pipeline, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+func (p *progress) draw(final bool) {
+	counts := map[string]int{}
+	marks := make([]string, len(p.dates))
+	current := ""
+	for i, d := range p.dates {
+		marks[i] = d.mark()
+		counts[marks[i]]++
+		if current == "" && (marks[i] == "▶" || marks[i] == "…") {
+			current = d.ds + " " + describe(d.rec)
+		}
+	}
+	requested := len(p.dates) - counts["-"]
+	var lines []string
+	const width = 50
+	for i := 0; i < len(marks); i += width {
+		j := min(i+width, len(marks))
+		lines = append(lines, fmt.Sprintf("%s %s [%s]", p.pipeline, p.dates[i].ds, strings.Join(marks[i:j], "")))
+	}
+	summary := fmt.Sprintf("%d/%d ended  ✓%d ✗%d ⊘%d ▶%d …%d ○%d", counts["✓"]+counts["✗"]+counts["⊘"], requested,
+		counts["✓"], counts["✗"], counts["⊘"], counts["▶"], counts["…"], counts["○"])
+	if p.tty {
+		summary += "  " + time.Since(p.started).Round(time.Second).String()
+		if current != "" && !final {
+			summary += "  " + current
+		}
+		if p.drawn > 0 {
+			fmt.Fprintf(p.out, "\033[%dA", p.drawn) // back to the first line drawn last time
+		}
+		for _, l := range append(lines, summary) {
+			fmt.Fprintf(p.out, "\r\033[K%s\n", l)
+		}
+		p.drawn = len(lines) + 1
+		return
+	}
+	// Not a terminal (a log, CI): one line per change of state, no redrawing.
+	text := strings.Join(append(lines, summary), "\n")
+	if text != p.last {
+		fmt.Fprintln(p.out, text)
+		p.last = text
+	}
+}
+
+// describe is a run's current state in words: "running validator (attempt 2)".
+func describe(r runstate.Record) string {
+	s := string(r.State)
+	if r.Step != "" && !r.State.Final() {
+		s += " " + r.Step
+	}
+	if r.Attempts > 1 {
+		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
+	}
+	if r.Detail != "" && !strings.HasPrefix(r.Detail, "next:") {
+		s += ": " + r.Detail
+	}
+	return s
+}
+
+// report prints each date's outcome and returns an error naming the dates that did not complete.
+func (p *progress) report() error {
+	tw := tabwriter.NewWriter(p.out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DS\tRUN ID\tSTATE\tTOOK\tDETAIL")
+	var bad []string
+	for _, d := range p.dates {
+		if d.runID == "" {
+			fmt.Fprintf(tw, "%s\t\t-\t\t%s\n", d.ds, d.note)
+			continue
+		}
+		took, detail := "", d.note
+		if d.loaded {
+			took = d.rec.UpdatedAt.Sub(d.rec.RequestedAt).Round(time.Millisecond).String()
+			if d.rec.Error != "" {
+				detail = d.rec.Error
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ds, d.runID, d.rec.State, took, oneLine(detail, 100))
+		if d.rec.State == runstate.Failed || d.rec.State == runstate.Skipped {
+			bad = append(bad, fmt.Sprintf("%s %s", d.ds, d.rec.State))
+		}
+	}
+	tw.Flush()
+	if len(bad) > 0 {
+		return fmt.Errorf("%s: %d of %d dates did not complete: %s", p.pipeline, len(bad), len(p.dates), strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		s = s[:n-3] + "..."
+	}
+	return s
+}
+
+// reprocess says which dates with an ended run a backfill requests again.
+type reprocess string
+
+const (
+	reprocessNone   reprocess = "none"   // only dates never run (or whose run was skipped)
+	reprocessFailed reprocess = "failed" // also dates whose latest run failed
+	reprocessAll    reprocess = "all"    // every date
+)
+
+// requestDates requests each date oldest first, under the rule that a date already queued is
+// not queued twice, and returns one entry per date.
+func requestDates(ctx context.Context, req *trigger.Requester, pipeline string, dates []string, by string, rp reprocess) ([]*dateRun, error) {
+	var out []*dateRun
+	for _, ds := range dates {
+		d := &dateRun{ds: ds}
+		out = append(out, d)
+		latest, ok, err := req.Runs().Latest(ctx, pipeline, ds)
+		if err != nil {
+			return out, err
+		}
+		if ok {
+			switch {
+			case !latest.State.Final():
+				d.runID, d.rec, d.loaded, d.note = latest.RunID, latest, true, "already queued"
+				continue
+			case latest.State == runstate.Completed && rp != reprocessAll:
+				d.rec, d.note = latest, "completed by run "+latest.RunID+" (--reprocess all to rerun)"
+				continue
+			case latest.State == runstate.Failed && rp == reprocessNone:
+				d.rec, d.note = latest, "failed in run "+latest.RunID+" (--reprocess failed to rerun)"
+				continue
+			}
+		}
+		res, err := req.Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: by})
+		if err != nil {
+			return out, err
+		}
+		d.runID, d.note = res.RunID, "requested"
+		if !res.Queued {
+			d.note = "already queued"
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sluice-etl/sluice/pkg/app"
+	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/trigger"
+)
+
+// cmdTrigger requests one run of a date (a rerun if the date ran before) and follows it.
+func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
+	var l launch
+	l.register(fs)
+	pipeline := fs.String("pipeline", "", "pipeline name")
+	ds := fs.String("date", "", "execution date, YYYY-MM-DD")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := l.load(*pipeline)
+	if err != nil {
+		return err
+	}
+	if _, err := event.ParseDS(*ds); err != nil {
+		return err
+	}
+	return l.run(ctx, cfg, stdout, stderr, *pipeline, []string{*ds}, "cli", reprocessAll)
+}
+
+// launch is what trigger and backfill share: flags, connecting, requesting, following.
+type launch struct {
+	common
+	detach  bool
+	timeout time.Duration
+}
+
+func (l *launch) register(fs *flag.FlagSet) {
+	l.common.register(fs)
+	fs.BoolVar(&l.detach, "detach", false, "request and return at once, without following the runs")
+	fs.DurationVar(&l.timeout, "timeout", 24*time.Hour, "give up following after this long (the runs go on)")
+}
+
+func (l *launch) load(pipeline string) (*config.Config, error) {
+	cfg, err := l.common.load()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := cfg.Pipeline(pipeline); !ok {
+		return nil, fmt.Errorf("pipeline %q is not in %s", pipeline, l.config)
+	}
+	return cfg, nil
+}
+
+func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, pipeline string, dates []string, by string, rp reprocess) error {
+	// Following runs needs services: those of a running `sluice up`, or else started here, as
+	// `sluice run` does. A detached request only needs the broker.
+	var services []app.Service
+	if !l.detach {
+		services = allServices
+	}
+	stackCtx, stop := context.WithCancel(ctx)
+	st, err := l.connect(stackCtx, cfg, stderr, services...)
+	if err != nil {
+		stop()
+		return err
+	}
+	defer func() { stop(); _ = st.Wait() }()
+	req := trigger.New(st.JS, st.Router.Runs(), st.Tracer, app.BusOptions(cfg))
+	ds, err := requestDates(ctx, req, pipeline, dates, by, rp)
+	if err != nil {
+		return err
+	}
+	queued, already, left := 0, 0, 0
+	for _, d := range ds {
+		switch {
+		case d.runID == "":
+			left++
+		case d.note == "already queued":
+			already++
+		default:
+			queued++
+		}
+	}
+	fmt.Fprintf(stdout, "%s: %d date(s): %d requested, %d already queued, %d left as they were\n", pipeline, len(ds), queued, already, left)
+	p := &progress{out: stdout, tty: isTerminal(stdout), pipeline: pipeline, dates: ds, started: time.Now()}
+	if l.detach {
+		return p.report()
+	}
+	if err := p.follow(ctx, st.Router.Runs(), 500*time.Millisecond, l.timeout); err != nil {
+		return err
+	}
+	return p.report()
+}
