@@ -394,6 +394,13 @@ func (r *Router) retry(ctx context.Context, d *delivery, err error) {
 		return
 	}
 	delay := policy.DelayFor(d.attempt, rand.Float64())
+	// A run parked for a retry keeps its lease for the wait: nothing renews it meanwhile, and a
+	// lease shorter than the delay would hand the pipeline to the next run and fence this one.
+	if d.run.Fence != 0 && !terminal(d.rt.Consumes) {
+		if err := r.leases.Renew(ctx, d.p.Name, d.run.RunID, d.run.Fence, delay+d.p.Lease.TTL); err != nil {
+			Logger(ctx).Warn("extend lease for the retry", "err", err)
+		}
+	}
 	Logger(ctx).Warn("step failed; will retry", "err", err, "retry_in", delay)
 	_ = d.msg.NakWithDelay(delay)
 	d.span.SetStatus(codes.Error, err.Error())
