@@ -260,3 +260,36 @@ func TestAcquireAfterTheExpiryMarkerIsGone(t *testing.T) {
 		t.Fatalf("lease after acquire: %+v held %v err %v", h, held, err)
 	}
 }
+
+func TestRenewAtFromALookup(t *testing.T) {
+	ctx := context.Background()
+	l := newLeases(t)
+	a, err := l.Acquire(ctx, "orders", "RUN_A", "2026-11-24", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, rev, held, err := l.Lookup(ctx, "orders")
+	if err != nil || !held || h.Fence != a.Fence {
+		t.Fatalf("lookup: %+v rev %d held %v err %v", h, rev, held, err)
+	}
+	// Nothing changed since the lookup: one write.
+	got, err := l.RenewAt(ctx, "orders", h, rev, time.Minute)
+	if err != nil || got.Fence != a.Fence || !got.RenewedAt.After(h.RenewedAt) {
+		t.Fatalf("renew at a fresh revision: %+v, %v", got, err)
+	}
+	// The holder renewed meanwhile: the stale revision falls back to a confirming read.
+	if got, err := l.RenewAt(ctx, "orders", h, rev, time.Minute); err != nil || got.Fence != a.Fence {
+		t.Fatalf("renew at a stale revision: %+v, %v", got, err)
+	}
+	// Another run holds it now: the lookup's run is refused.
+	if err := l.Release(ctx, "orders", "RUN_A"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Acquire(ctx, "orders", "RUN_B", "2026-11-25", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var heldErr *lease.HeldError
+	if _, err := l.RenewAt(ctx, "orders", h, rev, time.Minute); !errors.As(err, &heldErr) || heldErr.Holder.RunID != "RUN_B" {
+		t.Fatalf("renew after another run took the lease: %v", err)
+	}
+}
