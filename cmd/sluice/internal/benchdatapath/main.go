@@ -168,6 +168,11 @@ func cmdStage(ctx context.Context, name string, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if name == "fetch" || name == "e2e" {
+		if err := clearLanding(ctx, s3c, p, f); err != nil {
+			return err
+		}
+	}
 	r := result{Name: name, Size: f.size, Rep: f.rep}
 	servers, cpu0 := sampleServers(), selfCPU()
 	start := time.Now()
@@ -280,20 +285,25 @@ func cmdExec(args []string) error {
 	return printResult(r)
 }
 
-// fetch runs fetcher.Handle for f.url exactly as the fetcher service builds it.
-func fetch(ctx context.Context, s3c *s3.Client, p config.Pipeline, f stageFlags) (*event.Landed, error) {
+// clearLanding makes the bucket and removes the ds's landed object: a fetcher skips the upload
+// when the landed object already holds what the source serves (a conditional GET answered 304),
+// and each run here measures a first landing.
+func clearLanding(ctx context.Context, s3c *s3.Client, p config.Pipeline, f stageFlags) error {
 	if f.url == "" || f.ds == "" {
-		return nil, errors.New("fetch needs -url and -ds")
+		return errors.New("fetch needs -url and -ds")
 	}
 	if err := objstore.EnsureBucket(ctx, s3c, f.bucket); err != nil {
-		return nil, err
+		return err
 	}
-	// A fetcher skips the upload when the landed object already holds what the source serves
-	// (a conditional GET answered 304); each run here measures a first landing instead.
 	key := config.Expand(p.Landing.Key, p.Name, f.ds, "")
 	if _, err := s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(key)}); err != nil {
-		return nil, fmt.Errorf("delete s3://%s/%s: %w", f.bucket, key, err)
+		return fmt.Errorf("delete s3://%s/%s: %w", f.bucket, key, err)
 	}
+	return nil
+}
+
+// fetch runs fetcher.Handle for f.url exactly as the fetcher service builds it.
+func fetch(ctx context.Context, s3c *s3.Client, p config.Pipeline, f stageFlags) (*event.Landed, error) {
 	fe := fetcher.New(&http.Client{Timeout: 30 * time.Minute}, s3c, f.bucket)
 	run := event.Run{RunID: fmt.Sprintf("bench-%s-%d", f.ds, f.rep), Pipeline: p.Name, DS: f.ds, Fence: 1,
 		RequestedAt: time.Now().UTC()}
