@@ -127,22 +127,12 @@ pipelines:
 // lateSLA is the late pipeline's deadline: long enough to restart every process before it.
 const lateSLA = 12 * time.Second
 
-// chaosBins builds the binaries once per test process.
-var chaosBins = struct {
-	once sync.Once
-	dir  string
-	err  error
-}{}
-
+// buildChaosBinaries builds the six services with crash points, and nats-server, into a
+// directory removed when the test ends.
 func buildChaosBinaries(t *testing.T) string {
 	t.Helper()
-	chaosBins.once.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-chaos-bin-")
-		if err != nil {
-			chaosBins.err = err
-			return
-		}
-		chaosBins.dir = dir
+	dir := t.TempDir()
+	err := func() error {
 		root := testenv.RepoRoot(t)
 		pkgs := make([]string, 0, len(chaosServices))
 		for _, s := range chaosServices {
@@ -158,21 +148,21 @@ func buildChaosBinaries(t *testing.T) string {
 			return nil
 		}
 		if err := run(append([]string{"build", "-tags", "chaos", "-o", dir + "/"}, pkgs...)...); err != nil {
-			chaosBins.err = err
-			return
+			return err
 		}
 		// The broker is a process of its own, so it can be killed and restarted mid-run; it is
 		// the server module the embedded broker already uses.
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "nats-server"), "github.com/nats-io/nats-server/v2")
 		cmd.Dir = filepath.Join(root, "pkg")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			chaosBins.err = fmt.Errorf("build nats-server: %v\n%s", err, out)
+			return fmt.Errorf("build nats-server: %v\n%s", err, out)
 		}
-	})
-	if chaosBins.err != nil {
-		t.Fatal(chaosBins.err)
+		return nil
+	}()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return chaosBins.dir
+	return dir
 }
 
 // chaosProc is one running service or broker process.
