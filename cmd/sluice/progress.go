@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
@@ -204,7 +205,7 @@ const (
 
 // requestDates requests each date oldest first, under the rule that a date already queued is
 // not queued twice, and returns one entry per date.
-func requestDates(ctx context.Context, req *trigger.Requester, pipeline string, dates []string, by string, rp reprocess) ([]*dateRun, error) {
+func requestDates(ctx context.Context, req *trigger.Requester, pipeline string, sla *config.SLA, dates []string, by string, rp reprocess) ([]*dateRun, error) {
 	var out []*dateRun
 	for _, ds := range dates {
 		d := &dateRun{ds: ds}
@@ -226,7 +227,7 @@ func requestDates(ctx context.Context, req *trigger.Requester, pipeline string, 
 				continue
 			}
 		}
-		res, err := req.Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: by})
+		res, err := req.Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: by, SLA: sla})
 		if err != nil {
 			return out, err
 		}

@@ -32,7 +32,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if _, ok := cfg.Pipeline(*pipeline); !ok {
+	pc, ok := cfg.Pipeline(*pipeline)
+	if !ok {
 		return fmt.Errorf("pipeline %q is not in %s", *pipeline, c.config)
 	}
 	if _, err := event.ParseDS(*ds); err != nil {
@@ -52,7 +53,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer sub.Unsubscribe() //nolint:errcheck
-	req, err := flow.Request(ctx, st.JS, st.Tracer, prefix, *pipeline, *ds, "cli")
+	req, err := flow.Request(ctx, st.JS, st.Tracer, prefix, *pipeline, *ds, "cli", flow.WithSLA(pc.SLA))
 	if err != nil {
 		return err
 	}

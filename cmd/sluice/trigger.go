@@ -72,7 +72,11 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 	}
 	defer func() { stop(); _ = st.Wait() }()
 	req := trigger.New(st.JS, st.Router.Runs(), st.Tracer, app.BusOptions(cfg))
-	ds, err := requestDates(ctx, req, pipeline, dates, by, rp)
+	var sla *config.SLA
+	if pc, ok := cfg.Pipeline(pipeline); ok {
+		sla = pc.SLA
+	}
+	ds, err := requestDates(ctx, req, pipeline, sla, dates, by, rp)
 	if err != nil {
 		return err
 	}

@@ -456,7 +456,7 @@ func (w *webhooks) act(ctx context.Context, p *config.Pipeline, ds, id string, r
 			return res, nil // queued behind another run, or past the sensor
 		}
 	}
-	req, err := flow.Request(ctx, w.js, w.tp, w.marks.prefix, p.Name, ds, "webhook")
+	req, err := flow.Request(ctx, w.js, w.tp, w.marks.prefix, p.Name, ds, "webhook", flow.WithSLA(p.SLA))
 	if err != nil {
 		return res, err
 	}
