@@ -10,7 +10,7 @@
 # time of the client and of both servers too. Not part of make test.
 #   bench/datapath/run.sh        (or: make bench-datapath)
 # Knobs: REPS (3: timed repetitions), RSS_REPS (5: fetcher runs per file), BIG_REPS (2: validator
-#        runs of the big file), ROWS (1000000), BIG_ROWS (10000000), BENCH_DIR (.sluice/bench/datapath),
+#        runs of the big file), SEED_ROW_BY_ROW (1: also time the seed with one INSERT per row), ROWS (1000000), BIG_ROWS (10000000), BENCH_DIR (.sluice/bench/datapath),
 #        RESULTS (bench/RESULTS.md; set it empty to only print the section), VARIANT (a
 #        benchdatapath binary built from a patched tree: its validate joins every repetition).
 set -euo pipefail
@@ -118,6 +118,13 @@ reset
 "$B" exec -name seed_pandas -size "$small" -rep 1 -file "$file" -- \
   "$venv/bin/python" "$here/seed_load.py" --db "$db" --csv "$file" --size "$small" --rep 1 >>"$results"
 sql 'DROP TABLE seed_staging_orders'
+if [ "${SEED_ROW_BY_ROW:-1}" = 1 ]; then
+  say "seed with one INSERT per row, as on SQLAlchemy < 1.4 (context only; SEED_ROW_BY_ROW=0 skips it)"
+  reset
+  "$B" exec -name seed_pandas_rows -size "$small" -rep 1 -file "$file" -- \
+    "$venv/bin/python" "$here/seed_load.py" --row-by-row --db "$db" --csv "$file" --size "$small" --rep 1 >>"$results"
+  sql 'DROP TABLE seed_staging_orders'
+fi
 
 for rep in $(seq 1 "$big_reps"); do
   say "$big rows: validator, $rep/$big_reps (peak RSS)"

@@ -35,6 +35,8 @@ type field struct {
 	re  *regexp.Regexp
 	// Bounds in the column's type: int64, *big.Rat or time.Time; nil when absent.
 	min, max any
+	// A numeric's bounds again, when they are small decimals (see parseSmall).
+	minSmall, maxSmall *smallDec
 }
 
 func compileColumn(col Column) (*field, error) {
@@ -84,6 +86,20 @@ func compileColumn(col Column) (*field, error) {
 	}
 	if f.min != nil && f.max != nil && compare(f.min, f.max) > 0 {
 		return nil, fmt.Errorf("min %s is greater than max %s", col.Min, col.Max)
+	}
+	if col.Type == Numeric {
+		for _, b := range []struct {
+			bound *Bound
+			dst   **smallDec
+		}{{col.Min, &f.minSmall}, {col.Max, &f.maxSmall}} {
+			if b.bound == nil {
+				continue
+			}
+			if i, fr, ok := plainDecimal(b.bound.text); ok && i+fr <= smallDigits {
+				d := parseSmall(b.bound.text)
+				*b.dst = &d
+			}
+		}
 	}
 	return f, nil
 }
@@ -184,6 +200,15 @@ func (f *field) parse(s string) (any, string) {
 		if intDigits > maxNumericIntDigits || fracDigits > maxNumericFracDigits {
 			return nil, "has more digits than numeric holds"
 		}
+		if intDigits+fracDigits <= smallDigits {
+			d := parseSmall(t)
+			if rule, ok := f.inSmallRange(d); ok {
+				if rule != "" {
+					return nil, rule
+				}
+				return d.numeric(), ""
+			}
+		}
 		var n pgtype.Numeric
 		if err := n.Scan(t); err != nil {
 			return nil, numberRule
@@ -232,6 +257,36 @@ func (f *field) inRange(v any) string {
 		return "is greater than the maximum " + f.Max.text
 	}
 	return ""
+}
+
+// inSmallRange is inRange for a small numeric against small bounds; ok is false when a bound is
+// not small or the comparison would overflow, and inRange must decide.
+func (f *field) inSmallRange(d smallDec) (rule string, ok bool) {
+	if f.min != nil {
+		if f.minSmall == nil {
+			return "", false
+		}
+		c, ok := d.cmp(*f.minSmall)
+		if !ok {
+			return "", false
+		}
+		if c < 0 {
+			return "is less than the minimum " + f.Min.text, true
+		}
+	}
+	if f.max != nil {
+		if f.maxSmall == nil {
+			return "", false
+		}
+		c, ok := d.cmp(*f.maxSmall)
+		if !ok {
+			return "", false
+		}
+		if c > 0 {
+			return "is greater than the maximum " + f.Max.text, true
+		}
+	}
+	return "", true
 }
 
 // numericRat is n's exact value.

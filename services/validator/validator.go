@@ -252,9 +252,21 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		pgx.Identifier{p.Target.PartitionColumn}.Sanitize()), ds); err != nil {
 		return 0, fmt.Errorf("delete staging slice %s: %w", in.DS, err)
 	}
+	// The binary stream's types must match the table's exactly (pgx.CopyFrom looked them up per
+	// load); checkShape makes sure, in this transaction, at the cost of one catalog query.
+	if err := checkShape(ctx, tx, p, c); err != nil {
+		return 0, fmt.Errorf("staging table %s: %w", table.Sanitize(), err)
+	}
 	columns := append(c.ColumnNames(), p.Target.PartitionColumn, contract.RunIDColumn)
-	src := &stagingRows{rd: rd, q: q, extra: []any{ds, in.RunID}}
-	n, err := tx.CopyFrom(ctx, table, columns, src)
+	quoted := make([]string, len(columns))
+	for i, col := range columns {
+		quoted[i] = pgx.Identifier{col}.Sanitize()
+	}
+	// Once more rows are bad than the pipeline allows, the load is lost: stop sending rows.
+	src := newBinaryCopy(rd, q.over, c, ds, in.RunID)
+	tag, err := tx.Conn().PgConn().CopyFrom(ctx, src,
+		fmt.Sprintf("COPY %s (%s) FROM STDIN BINARY", table.Sanitize(), strings.Join(quoted, ", ")))
+	n := tag.RowsAffected()
 	if rerr := rd.Err(); rerr != nil {
 		// pgx reports the server's answer to the aborted COPY; the reader's error is the cause.
 		err = rerr
@@ -292,28 +304,6 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 	}
 	return n, nil
 }
-
-// stagingRows feeds COPY one good record at a time from the contract reader, adding the
-// partition column (ds) and run_id.
-type stagingRows struct {
-	rd    *contract.Reader
-	q     *quarantine
-	extra []any
-	row   []any
-}
-
-func (s *stagingRows) Next() bool {
-	// Once more rows are bad than the pipeline allows, the load is lost: stop sending rows.
-	if s.q.over() || !s.rd.Next() {
-		return false
-	}
-	s.row = append(append(s.row[:0], s.rd.Values()...), s.extra...)
-	return true
-}
-
-func (s *stagingRows) Values() ([]any, error) { return s.row, nil }
-
-func (s *stagingRows) Err() error { return s.rd.Err() }
 
 // checksum hashes and counts the bytes read through it.
 type checksum struct {
