@@ -126,6 +126,9 @@ func (w *watcher) event(msg *nats.Msg) (done bool, err error) {
 		fmt.Fprintf(w.out, "  ✓ landed       s3://%s/%s (%d bytes)\n", e.Object.Bucket, e.Object.Key, e.Object.Size)
 	case *event.Validated:
 		fmt.Fprintf(w.out, "  ✓ validated    %d rows → %s\n", e.Rows, e.StagingTable)
+		if e.Rejected > 0 {
+			fmt.Fprintf(w.out, "  ! quarantined  %d bad row(s) → s3://%s/%s\n", e.Rejected, e.Object.Bucket, e.RejectsKey)
+		}
 	case *event.Partitioned:
 		fmt.Fprintf(w.out, "  ✓ partitioned  %s\n", e.Partition)
 	case *event.Completed:
@@ -149,6 +152,9 @@ func (w *watcher) summary(c *event.Completed) {
 	tw.Flush()
 	fmt.Fprintf(w.out, "  object     s3://%s/%s  %d bytes  sha256 %s\n", c.Object.Bucket, c.Object.Key, c.Object.Size, c.Object.SHA256)
 	fmt.Fprintf(w.out, "  rows       %d staged → %s: %d inserted, %d updated, %d unchanged\n", c.Staged, c.Partition, c.Inserted, c.Updated, c.Unchanged)
+	if c.Rejected > 0 {
+		fmt.Fprintf(w.out, "  rejected   %d row(s) quarantined in s3://%s/%s\n", c.Rejected, c.Object.Bucket, c.RejectsKey)
+	}
 	if c.DocsKey != "" {
 		fmt.Fprintf(w.out, "  dbt docs   s3://%s/%sindex.html, served at /docs/%s/%s/%s/ by sluice's HTTP endpoints\n",
 			c.Object.Bucket, strings.TrimSuffix(c.DocsKey, "/")+"/", c.Pipeline, c.DS, c.RunID)

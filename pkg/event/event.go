@@ -91,12 +91,21 @@ type Landed struct {
 	Object Object `json:"object"`
 }
 
+// Quarantine is what the validator set aside instead of loading: rows that broke the contract,
+// within the pipeline's max_bad_rows, listed in the rejects file RejectsKey (in the landed
+// object's bucket). Both are absent when every row loaded.
+type Quarantine struct {
+	Rejected   int64  `json:"rejected,omitempty"`
+	RejectsKey string `json:"rejects_key,omitempty"`
+}
+
 // Validated says the file met its contract and the staging table holds the ds slice.
 type Validated struct {
 	Run
 	Object       Object `json:"object"`
 	StagingTable string `json:"staging_table"`
 	Rows         int64  `json:"rows"`
+	Quarantine
 }
 
 // Partitioned says the target partition for ds exists.
@@ -107,6 +116,7 @@ type Partitioned struct {
 	Rows         int64  `json:"rows"`
 	Table        string `json:"table"`
 	Partition    string `json:"partition"`
+	Quarantine
 }
 
 // ModelResult is one dbt node's outcome.
@@ -129,6 +139,7 @@ type Completed struct {
 	Unchanged int64         `json:"unchanged"`
 	Models    []ModelResult `json:"models,omitempty"`
 	DocsKey   string        `json:"docs_key,omitempty"`
+	Quarantine
 }
 
 // Failed says a step failed for good.

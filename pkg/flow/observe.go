@@ -157,6 +157,9 @@ func (r *Router) succeeded(ctx context.Context, d *delivery, out event.Event) {
 			m.Bytes.WithLabelValues(p, step).Add(float64(e.Object.Size))
 		case *event.Validated:
 			m.Rows.WithLabelValues(p, step, "staged").Add(float64(e.Rows))
+			if e.Rejected > 0 {
+				m.Rows.WithLabelValues(p, step, "quarantined").Add(float64(e.Rejected))
+			}
 		case *event.Completed:
 			m.Rows.WithLabelValues(p, step, "inserted").Add(float64(e.Inserted))
 			m.Rows.WithLabelValues(p, step, "updated").Add(float64(e.Updated))

@@ -45,7 +45,7 @@ type Metrics struct {
 	LeaseContention *prometheus.CounterVec
 	// LeaseLost counts steps that found their run's lease lost (the run fails as fenced).
 	LeaseLost *prometheus.CounterVec
-	// Rows counts rows moved: kind staged (validator), inserted, updated, unchanged (dbt).
+	// Rows counts rows moved: kind staged or quarantined (validator), inserted, updated, unchanged (dbt).
 	Rows *prometheus.CounterVec
 	// Bytes counts bytes landed from sources into object storage.
 	Bytes *prometheus.CounterVec
@@ -89,7 +89,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.Retries = counter("sluice_step_retries_total", "Transient step failures that were retried.", "pipeline", "step")
 	m.LeaseContention = counter("sluice_lease_contention_total", "Deliveries that found the pipeline's lease held by another run.", "pipeline")
 	m.LeaseLost = counter("sluice_lease_lost_total", "Steps that found their run's lease lost (the run fails as fenced).", "pipeline", "step")
-	m.Rows = counter("sluice_rows_total", "Rows moved: kind staged (validator), inserted, updated, unchanged (dbt upsert).", "pipeline", "step", "kind")
+	m.Rows = counter("sluice_rows_total", "Rows moved: kind staged or quarantined (validator), inserted, updated, unchanged (dbt upsert).", "pipeline", "step", "kind")
 	m.Bytes = counter("sluice_bytes_total", "Bytes landed from sources into object storage.", "pipeline", "step")
 	m.RunsFinished = counter("sluice_runs_finished_total", "Finished runs by outcome (completed, failed, skipped).", "pipeline", "outcome")
 	m.RunDuration = histogram("sluice_run_duration_seconds", "Time from a run's request to its final event.", "pipeline", "outcome")

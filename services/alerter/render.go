@@ -156,7 +156,12 @@ func noticeAlert(c *event.Completed, previous string, l links, now time.Time) al
 	a.Summary = fmt.Sprintf("%s for %s: %d rows staged, %d inserted, %d updated", a.Title, a.DS, c.Staged, c.Inserted, c.Updated)
 	a.Fields = append(baseFields(c.Run),
 		field{Name: "Rows", Value: fmt.Sprintf("%d staged, %d inserted, %d updated, %d unchanged", c.Staged, c.Inserted, c.Updated, c.Unchanged)},
-		field{Name: "Partition", Value: orUnknown(c.Partition)},
+		field{Name: "Partition", Value: orUnknown(c.Partition)})
+	if c.Rejected > 0 {
+		a.Summary += fmt.Sprintf(", %d quarantined", c.Rejected)
+		a.Fields = append(a.Fields, field{Name: "Quarantined", Value: fmt.Sprintf("%d rows in s3://%s/%s", c.Rejected, c.Object.Bucket, c.RejectsKey), Code: true})
+	}
+	a.Fields = append(a.Fields,
 		field{Name: "Requested", Value: stamp(c.RequestedAt)},
 		field{Name: "Run time", Value: runTime(c.RequestedAt, now)})
 	if previous != "" {

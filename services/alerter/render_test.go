@@ -55,6 +55,9 @@ func TestRenderGolden(t *testing.T) {
 	}
 	completed := &event.Completed{Run: run("01J0RDERS0000000000000000C", "2024-06-01"), Table: "public.orders",
 		Partition: "public.orders_p20240601", Staged: 1000, Inserted: 900, Updated: 100}
+	quarantined := *completed
+	quarantined.Object = event.Object{Bucket: "landing", Key: "raw/orders/2024-06-01.csv"}
+	quarantined.Quarantine = event.Quarantine{Rejected: 3, RejectsKey: "raw/orders/2024-06-01.rejects.csv"}
 	tests := []struct {
 		name string
 		a    alert
@@ -80,6 +83,7 @@ func TestRenderGolden(t *testing.T) {
 			Deadline: requested.Add(10 * time.Minute)}, sla.Judge(nil, requested), links{}, fixedNow)},
 		{"success", noticeAlert(completed, "", l, fixedNow)},
 		{"recovery", noticeAlert(completed, "01J0RDERS0000000000000000A", l, fixedNow)},
+		{"success-quarantined", noticeAlert(&quarantined, "", l, fixedNow)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

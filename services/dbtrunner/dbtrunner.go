@@ -152,16 +152,17 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	log.Info("dbt docs published", "bucket", r.bucket, "key", docsKey)
 
 	return &event.Completed{
-		Run:       in.Run,
-		Object:    in.Object,
-		Table:     in.Table,
-		Partition: in.Partition,
-		Staged:    in.Rows,
-		Inserted:  plan.Inserted,
-		Updated:   plan.Updated,
-		Unchanged: plan.Unchanged,
-		Models:    models,
-		DocsKey:   docsKey,
+		Run:        in.Run,
+		Object:     in.Object,
+		Table:      in.Table,
+		Partition:  in.Partition,
+		Staged:     in.Rows,
+		Inserted:   plan.Inserted,
+		Updated:    plan.Updated,
+		Unchanged:  plan.Unchanged,
+		Models:     models,
+		DocsKey:    docsKey,
+		Quarantine: in.Quarantine,
 	}, nil
 }
 

@@ -182,6 +182,7 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 		Rows:         v.Rows,
 		Table:        p.Target.Schema + "." + p.Target.Table,
 		Partition:    p.Target.Schema + "." + PartitionName(p.Target.Table, day),
+		Quarantine:   v.Quarantine,
 	}, nil
 }
 

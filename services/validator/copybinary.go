@@ -1,12 +1,15 @@
 package validator
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sluice-etl/sluice/pkg/contract"
@@ -38,6 +41,25 @@ func newBinaryCopy(rd *contract.Reader, stop func() bool, c *contract.Contract, 
 	extra := appendDate(nil, ds)
 	extra = appendBytes(extra, []byte(runID))
 	return &binaryCopy{rd: rd, stop: stop, types: types, extra: extra, width: uint16(len(types) + 2)}
+}
+
+// copyBinary runs COPY table (columns) FROM STDIN BINARY with src as the data, and tells the
+// connection's tracer about it as pgx.Conn.CopyFrom would (one "SQL COPY" span).
+func copyBinary(ctx context.Context, conn *pgx.Conn, table pgx.Identifier, columns []string, src io.Reader) (int64, error) {
+	quoted := make([]string, len(columns))
+	for i, col := range columns {
+		quoted[i] = pgx.Identifier{col}.Sanitize()
+	}
+	tracer, _ := conn.Config().Tracer.(pgx.CopyFromTracer)
+	if tracer != nil {
+		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: columns})
+	}
+	tag, err := conn.PgConn().CopyFrom(ctx, src,
+		fmt.Sprintf("COPY %s (%s) FROM STDIN BINARY", table.Sanitize(), strings.Join(quoted, ", ")))
+	if tracer != nil {
+		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
+	}
+	return tag.RowsAffected(), err
 }
 
 // copyHeader is the binary COPY signature, then no flags and no header extension.

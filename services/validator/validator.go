@@ -224,7 +224,11 @@ func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.C
 	}
 	log.InfoContext(ctx, "staging slice replaced", "table", table, "rows", n, "bad_rows", q.rows,
 		"bytes", body.n, "duration", time.Since(start))
-	return &event.Validated{Run: in.Run, Object: in.Object, StagingTable: table, Rows: n}, nil
+	validated := &event.Validated{Run: in.Run, Object: in.Object, StagingTable: table, Rows: n}
+	if q.rows > 0 {
+		validated.Quarantine = event.Quarantine{Rejected: q.rows, RejectsKey: q.rejects.key}
+	}
+	return validated, nil
 }
 
 // load replaces the ds slice in one transaction: delete, COPY, verify checksum, check fence. The
@@ -258,15 +262,8 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		return 0, fmt.Errorf("staging table %s: %w", table.Sanitize(), err)
 	}
 	columns := append(c.ColumnNames(), p.Target.PartitionColumn, contract.RunIDColumn)
-	quoted := make([]string, len(columns))
-	for i, col := range columns {
-		quoted[i] = pgx.Identifier{col}.Sanitize()
-	}
 	// Once more rows are bad than the pipeline allows, the load is lost: stop sending rows.
-	src := newBinaryCopy(rd, q.over, c, ds, in.RunID)
-	tag, err := tx.Conn().PgConn().CopyFrom(ctx, src,
-		fmt.Sprintf("COPY %s (%s) FROM STDIN BINARY", table.Sanitize(), strings.Join(quoted, ", ")))
-	n := tag.RowsAffected()
+	n, err := copyBinary(ctx, tx.Conn(), table, columns, newBinaryCopy(rd, q.over, c, ds, in.RunID))
 	if rerr := rd.Err(); rerr != nil {
 		// pgx reports the server's answer to the aborted COPY; the reader's error is the cause.
 		err = rerr

@@ -495,6 +495,12 @@ func TestQuarantineLoadsTheGoodRows(t *testing.T) {
 	if out.Rows != 4 {
 		t.Fatalf("rows = %d, want the 4 good ones", out.Rows)
 	}
+	if out.Rejected != 1 || out.RejectsKey != "raw/orders/2024-01-01.rejects.csv" {
+		t.Fatalf("quarantine in the validated event = %+v, want 1 row in raw/orders/2024-01-01.rejects.csv", out.Quarantine)
+	}
+	if _, err := event.Encode(out); err != nil {
+		t.Fatalf("the validated event does not encode: %v", err)
+	}
 	got := e.slice(t, "2024-01-01")
 	if len(got) != 4 || strings.HasPrefix(got[3], "4 ") {
 		t.Fatalf("staging slice:\n%s", strings.Join(got, "\n"))
@@ -513,7 +519,9 @@ func TestQuarantineLoadsTheGoodRows(t *testing.T) {
 	}
 
 	// A clean rerun removes the rejects file that no longer describes the object.
-	e.mustLoad(t, landed("2024-01-01", 3, e.put(t, "raw/orders/2024-01-01.csv", ordersCSV(1, 5))))
+	if clean := e.mustLoad(t, landed("2024-01-01", 3, e.put(t, "raw/orders/2024-01-01.csv", ordersCSV(1, 5)))); clean.Rejected != 0 || clean.RejectsKey != "" {
+		t.Fatalf("a clean load reports a quarantine: %+v", clean.Quarantine)
+	}
 	if _, ok := e.tryGet(t, "raw/orders/2024-01-01.rejects.csv"); ok {
 		t.Fatal("the old rejects file is still there after a clean load")
 	}
