@@ -208,6 +208,8 @@ func isTargetModel(node, table string) bool {
 	return strings.HasPrefix(node, "model.") && strings.HasSuffix(node, "."+table)
 }
 
+// countSQL mirrors the model's rule (dbt_project/models/marts/orders.sql): a staged version
+// replaces the stored one when its updated_at is greater, or equal and its date earlier.
 func countSQL(p config.Pipeline) string {
 	key, version := pgx.Identifier{keyColumn}.Sanitize(), pgx.Identifier{versionColumn}.Sanitize()
 	return fmt.Sprintf(`WITH s AS (
@@ -217,8 +219,8 @@ func countSQL(p config.Pipeline) string {
 	ORDER BY %[1]s, %[2]s DESC
 )
 SELECT count(*) FILTER (WHERE t.%[1]s IS NULL),
-       count(*) FILTER (WHERE t.%[2]s < s.%[2]s),
-       count(*) FILTER (WHERE t.%[2]s >= s.%[2]s)
+       count(*) FILTER (WHERE t.%[2]s < s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date < t.%[4]s)),
+       count(*) FILTER (WHERE t.%[2]s > s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date >= t.%[4]s))
 FROM s LEFT JOIN %[5]s AS t ON t.%[1]s = s.%[1]s`,
 		key, version,
 		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), // where the validator loads it

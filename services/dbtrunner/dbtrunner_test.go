@@ -280,13 +280,14 @@ func TestUpsertRules(t *testing.T) {
 	ctx = t.Context()
 
 	// Day 2: orders 1 and 2 updated, order 3 with an older version than stored, 6 and 7 new.
-	staged = f.stage(t, ds2,
-		order{1, 10, "11.00", ds2 + "T09:00:00Z"},
-		order{2, 20, "22.00", ds2 + "T09:00:00Z"},
-		order{3, 30, "3.00", ds1 + "T09:00:00Z"},
-		order{6, 60, "60.00", ds2 + "T09:00:00Z"},
-		order{7, 70, "70.00", ds2 + "T09:00:00Z"},
-	)
+	day2 := []order{
+		{1, 10, "11.00", ds2 + "T09:00:00Z"},
+		{2, 20, "22.00", ds2 + "T09:00:00Z"},
+		{3, 30, "3.00", ds1 + "T09:00:00Z"},
+		{6, 60, "60.00", ds2 + "T09:00:00Z"},
+		{7, 70, "70.00", ds2 + "T09:00:00Z"},
+	}
+	staged = f.stage(t, ds2, day2...)
 	c2 := f.handle(t, ctx, partitioned(ds2, staged))
 	wantCounts(t, c2, 2, 2, 1)
 	got = f.orders(t)
@@ -308,23 +309,33 @@ func TestUpsertRules(t *testing.T) {
 		t.Fatalf("rerun changed the table:\nbefore %v\nafter  %v", got, after)
 	}
 
-	// Backfill day 1 with an older version of order 1 (its newer version stays in day 2) and a
-	// newer version of order 4 (which wins, whatever the order dates are run in).
+	// Backfill day 1 with an older version of order 1 (its newer version stays in day 2), a
+	// newer version of order 4 (which wins, whatever the order dates are run in), and the version
+	// of order 6 that day 2 stored, same updated_at: the earlier date wins the tie, so it moves,
+	// and the counts say so.
 	staged = f.stage(t, ds1,
 		order{1, 10, "999.00", ds1 + "T08:00:00Z"},
 		order{2, 20, "20.00", ds1 + "T10:00:00Z"},
 		order{3, 30, "30.00", ds1 + "T10:00:00Z"},
 		order{4, 40, "44.00", ds1 + "T12:00:00Z"},
 		order{5, 50, "55.00", ds1 + "T11:00:00Z"},
+		order{6, 60, "60.00", ds2 + "T09:00:00Z"},
 	)
 	c4 := f.handle(t, ctx, partitioned(ds1, staged))
-	wantCounts(t, c4, 0, 1, 4)
+	wantCounts(t, c4, 0, 2, 4)
 	got = f.orders(t)
 	if len(got) != 7 {
 		t.Fatalf("after backfill: %d orders, want 7", len(got))
 	}
 	wantRow(t, got, 1, "orders_p20261125", "11.00")
 	wantRow(t, got, 4, "orders_p20261124", "44.00")
+	wantRow(t, got, 6, "orders_p20261124", "60.00")
+	// Day 2 again: its order 6 now loses the tie to day 1; nothing changes, and nothing is counted.
+	c5 := f.handle(t, ctx, partitioned(ds2, f.stage(t, ds2, day2...)))
+	wantCounts(t, c5, 0, 0, 5)
+	if after := f.orders(t); !mapsEqual(after, got) {
+		t.Fatalf("rerun of day 2 after the backfill changed the table:\nbefore %v\nafter  %v", got, after)
+	}
 	if c4.DocsKey == c1.DocsKey {
 		t.Fatalf("two runs of %s share docs key %s", ds1, c4.DocsKey)
 	}
