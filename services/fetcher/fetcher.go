@@ -76,13 +76,15 @@ func New(client *http.Client, s3c *s3.Client, bucket string) *Fetcher {
 type landedObject struct {
 	size         int64
 	versionID    string
+	runID        string
 	source       string
 	etag         string
 	lastModified string
 }
 
-// Handle downloads the ds's file and uploads it under the pipeline's landing key, or, when the
-// source says the file has not changed since it was landed there, describes the landed object.
+// Handle downloads the ds's file and uploads it under the pipeline's landing key, or describes
+// the landed object when this run already landed it (a redelivery after a crash between the
+// upload and the publish) or the source says the file has not changed since it was landed.
 func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
 	av := in.(*event.Available)
 	key := config.Expand(p.Landing.Key, p.Name, av.DS, av.RunID)
@@ -98,6 +100,11 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 	// body is told apart from a broken connection (see decode).
 	req.Header.Set("Accept-Encoding", "gzip")
 	prev := f.head(ctx, key)
+	if prev != nil && prev.runID == av.RunID && prev.source == av.URL {
+		// An upload is whole or absent, so the object is this run's file: landing it again
+		// would only add a version.
+		return f.unchanged(ctx, av, key, prev, "already landed by this run: keeping it")
+	}
 	conditional := prev != nil && prev.source == av.URL && (prev.etag != "" || prev.lastModified != "")
 	if conditional {
 		if prev.etag != "" {
@@ -114,7 +121,7 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
-		return f.unchanged(ctx, av, key, prev)
+		return f.unchanged(ctx, av, key, prev, "source unchanged (304): keeping the landed object")
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusTooManyRequests:
 		// 404 after the sensor saw the file: the source is mid-publish; try again.
 		return nil, fmt.Errorf("get %s: source answered %s", av.URL, resp.Status)
@@ -193,19 +200,21 @@ func (f *Fetcher) head(ctx context.Context, key string) *landedObject {
 	return &landedObject{
 		size:         aws.ToInt64(out.ContentLength),
 		versionID:    aws.ToString(out.VersionId),
+		runID:        out.Metadata[metaRunID],
 		source:       out.Metadata[metaSource],
 		etag:         out.Metadata[metaETag],
 		lastModified: out.Metadata[metaLastModified],
 	}
 }
 
-// unchanged is the landed event for an object the source says is still current.
-func (f *Fetcher) unchanged(ctx context.Context, av *event.Available, key string, prev *landedObject) (event.Event, error) {
+// unchanged is the landed event for an object already landed that is still current; why says
+// how we know, in the log.
+func (f *Fetcher) unchanged(ctx context.Context, av *event.Available, key string, prev *landedObject, why string) (event.Event, error) {
 	sum, err := f.checksum(ctx, key, prev)
 	if err != nil {
 		return nil, err
 	}
-	flow.Logger(ctx).InfoContext(ctx, "source unchanged (304): keeping the landed object",
+	flow.Logger(ctx).InfoContext(ctx, why,
 		"pipeline", av.Pipeline, "ds", av.DS, "run_id", av.RunID, "bucket", f.bucket, "key", key, "size", prev.size)
 	return &event.Landed{Run: av.Run, Object: event.Object{
 		Bucket:    f.bucket,

@@ -446,3 +446,39 @@ func TestConfigMaxBytes(t *testing.T) {
 		t.Fatalf("err = %v, want a max_bytes error", err)
 	}
 }
+
+// TestRedeliveryKeepsThisRunsObject: the same available event delivered again (the fetcher died
+// after uploading, before publishing) describes the object that run landed without fetching or
+// uploading again, even from a source that cannot answer conditional requests. Another run of the
+// same ds fetches.
+func TestRedeliveryKeepsThisRunsObject(t *testing.T) {
+	e := setup(t)
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write(csvBody)
+	}))
+	defer srv.Close()
+	av := available(srv.URL + "/x.csv")
+	first, err := e.f.Handle(t.Context(), e.p, av)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.f.Handle(t.Context(), e.p, av)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("the source was asked %d times for one run, want once", hits.Load())
+	}
+	if a, b := first.(*event.Landed).Object, again.(*event.Landed).Object; a != b {
+		t.Fatalf("redelivery landed %+v, the first delivery %+v", b, a)
+	}
+	e.wantLanded(t, again.(*event.Landed), csvBody)
+	if _, err := e.fetch(t, srv.URL+"/x.csv"); err != nil {
+		t.Fatal(err)
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("a new run did not fetch the file (%d requests)", hits.Load())
+	}
+}
