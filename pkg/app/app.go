@@ -53,6 +53,9 @@ type Deps struct {
 	// Metrics are sluice's series, registered on Registry.
 	Metrics *metrics.Metrics
 
+	// service names the only service of a single-service stack, whose Log already says so.
+	service string
+
 	mu       sync.Mutex
 	pool     *pgxpool.Pool
 	s3       *s3.Client
@@ -69,6 +72,14 @@ type handler struct {
 
 // HandleHTTP mounts h at pattern (http.ServeMux syntax) on the process's HTTP endpoint, next to
 // /metrics, when the process serves one. Services call it from Routes (the sensor's webhook).
+// Logger is the log of one service: Log with a "service" attribute, added once.
+func (d *Deps) Logger(service string) *slog.Logger {
+	if service == d.service {
+		return d.Log
+	}
+	return d.Log.With("service", service)
+}
+
 func (d *Deps) HandleHTTP(pattern string, h http.Handler) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -157,6 +168,12 @@ func (s *Stack) HTTPAddr() string { return s.addr }
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options, services ...Service) (*Stack, error) {
 	st := &Stack{done: make(chan error, 1), ready: make(chan struct{})}
 	log = telemetry.Redact(log, cfg.Secrets())
+	single := ""
+	if len(services) == 1 {
+		// One service per process (its own binary): every line of the process is that service's.
+		single = services[0].Name
+		log = log.With("service", single)
+	}
 	url := o.NATSURL
 	if url == "" {
 		url = cfg.NATS.URL.Reveal()
@@ -179,7 +196,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		st.shutdownServer()
 		return nil, err
 	}
-	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry()}
+	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry(), service: single}
 	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routerOpts, err := st.observe(ctx, name, o.Env)
 	if err != nil {
@@ -297,12 +314,12 @@ func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	log := telemetry.Logger(stderr, slog.LevelInfo).With("service", svc.Name)
+	log := telemetry.Logger(stderr, slog.LevelInfo)
 	st, err := Start(ctx, cfg, log, Options{NATSURL: *natsURL, HTTPAddr: *httpAddr, Env: lookup}, svc)
 	if err != nil {
 		return err
 	}
-	log.Info("started")
+	st.Log.Info("started")
 	err = st.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -89,8 +89,9 @@ func New(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 // Key is a run's KV key.
 func Key(pipeline, ds, runID string) string { return pipeline + "." + ds + "." + runID }
 
-// Update applies fn to the run's record (creating it) with optimistic concurrency. A record in a
-// final state is not moved back by a late, out-of-order update.
+// Update applies fn to the run's record (creating it) with optimistic concurrency. A run's end is
+// written once: an update that would move a record out of its final state (back to running, or
+// to another end, say a late failure after completion) is dropped.
 func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error {
 	key := Key(r.Pipeline, r.DS, r.RunID)
 	for attempt := 0; attempt < 5; attempt++ {
@@ -108,7 +109,7 @@ func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error
 		}
 		before := rec.State
 		fn(&rec)
-		if before.Final() && !rec.State.Final() {
+		if before.Final() && rec.State != before {
 			return nil
 		}
 		rec.UpdatedAt = time.Now().UTC()

@@ -18,7 +18,7 @@ var Service = app.Service{Name: "alerter", Routes: func(ctx context.Context, d *
 		return nil, err
 	}
 	opts := app.BusOptions(d.Config)
-	a, err := New(d.Config.Alerts, d.Config.Pipelines, kv, d.Log.With("service", "alerter"),
+	a, err := New(d.Config.Alerts, d.Config.Pipelines, kv, d.Logger("alerter"),
 		WithRuns(d.Router.Runs()), WithBroker(d.JS, opts.Stream, opts.SubjectPrefix), WithAlertCounter(d.Metrics.Alerts))
 	if err != nil {
 		return nil, err

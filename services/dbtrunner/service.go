@@ -22,7 +22,7 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 		exe = cfg.Path(exe) // a relative path is relative to the config file; a bare name is looked up in PATH
 	}
 	r, err := New(exe, cfg.Path(cfg.DBT.ProjectDir), cfg.DBT.Threads, cfg.Postgres.URL.Reveal(), s3c, cfg.S3.Bucket,
-		d.Log.With("service", "dbtrunner"))
+		d.Logger("dbtrunner"))
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,7 @@ func FromDeps(ctx context.Context, d *app.Deps) (*Partitioner, error) {
 	if err := fence.Ensure(ctx, pool); err != nil {
 		return nil, err
 	}
-	return New(pool, s3c, d.Config.S3.Bucket, contracts, d.Log.With("service", "partitioner")), nil
+	return New(pool, s3c, d.Config.S3.Bucket, contracts, d.Logger("partitioner")), nil
 }
 
 // Partitioner manages target partitions.

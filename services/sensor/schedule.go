@@ -96,7 +96,7 @@ func StartScheduler(ctx context.Context, d *app.Deps) error {
 	if err != nil {
 		return err
 	}
-	s, err := NewScheduler(trigger.New(d.JS, d.Router.Runs(), d.Tracer, opts), states, d.Router.Leases(), d.Config.Pipelines, d.Log.With("step", "scheduler"))
+	s, err := NewScheduler(trigger.New(d.JS, d.Router.Runs(), d.Tracer, opts), states, d.Router.Leases(), d.Config.Pipelines, d.Logger("sensor").With("step", "scheduler"))
 	if err != nil {
 		return err
 	}

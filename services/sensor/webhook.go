@@ -222,7 +222,7 @@ func (s *Sensor) marked(ctx context.Context, p *config.Pipeline, req *event.Requ
 // does nothing.
 func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
 	w := &webhooks{js: d.JS, leases: d.Router.Leases(), runs: d.Router.Runs(), tp: d.Tracer,
-		log: d.Log.With("service", "sensor", "component", "webhook"), now: time.Now,
+		log: d.Logger("sensor").With("component", "webhook"), now: time.Now,
 		pipelines: map[string]*config.Pipeline{}, keys: map[string][]byte{}}
 	for i := range d.Config.Pipelines {
 		p := &d.Config.Pipelines[i]

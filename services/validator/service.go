@@ -25,7 +25,7 @@ var Service = app.Service{Name: "validator", Routes: func(ctx context.Context, d
 	if err != nil {
 		return nil, err
 	}
-	v := New(pool, s3c, d.Log.With("service", "validator"))
+	v := New(pool, s3c, d.Logger("validator"))
 	if err := v.Prepare(ctx, d.Config.Pipelines, contracts); err != nil {
 		return nil, err
 	}
