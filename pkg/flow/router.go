@@ -318,6 +318,11 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		r.state(ctx, *run, func(rec *runstate.Record) {
 			rec.State, rec.Detail, rec.Span = runstate.Skipped, err.Error(), nil
 		})
+		// A skipped run that held the lease (say, a soft-failed sensor) gives it back, so the next
+		// run need not wait it out; Release does nothing for a run that never held it.
+		if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
+			log.Warn("release lease", "err", err)
+		}
 	case IsPermanent(err):
 		r.fail(ctx, d, "permanent", err)
 	case errors.Is(err, lease.ErrLost) || errors.Is(err, fence.ErrFenced):

@@ -99,12 +99,7 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 		if !p.Sensor.SoftFail {
 			return nil, flow.Permanent(errors.New(msg))
 		}
-		// The router terminates a skipped run without releasing the lease (a run skipped for a
-		// busy lease never held it), so a soft-failed run gives its lease back here: the next
-		// run must not wait out the lease time. If this fails the lease still expires.
-		if err := s.leases.Release(ctx, p.Name, req.RunID); err != nil {
-			flow.Logger(ctx).Warn("soft_fail: release lease", "err", err)
-		}
+		// The router ends a skipped run and releases its lease.
 		return nil, fmt.Errorf("%w (soft_fail): %s", flow.ErrSkip, msg)
 	}
 	return nil, flow.Wait(NextWait(p.Sensor, waited, s.rand()), "source %s %s", url, why)
