@@ -70,8 +70,6 @@ type handler struct {
 	h       http.Handler
 }
 
-// HandleHTTP mounts h at pattern (http.ServeMux syntax) on the process's HTTP endpoint, next to
-// /metrics, when the process serves one. Services call it from Routes (the sensor's webhook).
 // Logger is the log of one service: Log with a "service" attribute, added once.
 func (d *Deps) Logger(service string) *slog.Logger {
 	if service == d.service {
@@ -80,6 +78,8 @@ func (d *Deps) Logger(service string) *slog.Logger {
 	return d.Log.With("service", service)
 }
 
+// HandleHTTP mounts h at pattern (http.ServeMux syntax) on the process's HTTP endpoint, next to
+// /metrics, when the process serves one. Services call it from Routes (the sensor's webhook).
 func (d *Deps) HandleHTTP(pattern string, h http.Handler) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
