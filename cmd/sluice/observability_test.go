@@ -403,11 +403,29 @@ func TestOneTraceMetricsDocsAndLineageAcrossSixProcesses(t *testing.T) {
 	traceID := rec.TraceID
 
 	// One trace: the root span (exported when the run ends), the six step spans as its
-	// children, each from its own process, the request span from this test's process.
+	// children, each from its own process, the request span from this test's process. Each
+	// process exports in its own batches, so wait for every step's span and every parent.
 	var spans []span
 	waitFor(t, 30*time.Second, func() bool {
 		spans = rcv.trace(traceID)
-		return findSpan(spans, "run orders "+ds) != nil && findSpan(spans, "alerter") != nil
+		if findSpan(spans, "run orders "+ds) == nil {
+			return false
+		}
+		for _, name := range serviceNames {
+			if findSpan(spans, name) == nil {
+				return false
+			}
+		}
+		have := map[string]bool{}
+		for _, s := range spans {
+			have[s.id()] = true
+		}
+		for _, s := range spans {
+			if p := s.parentID(); p != "" && !have[p] {
+				return false
+			}
+		}
+		return true
 	})
 	root := findSpan(spans, "run orders "+ds)
 	if root.parentID() != "" || root.service != telemetry.RunService {
