@@ -105,8 +105,9 @@ for rep in $(seq 1 "$reps"); do
   "$B" e2e -db "$db" -url "$src/data/$small_ds.csv" -ds "$small_ds" -size "$small" -rep "$rep" >>"$results"
 done
 
-# A fetcher's peak RSS swings by about one 8 MiB upload part from run to run (which goroutine
-# gets a pooled buffer first), as much as the flatness goal allows: compare medians of several.
+# A fetcher's peak RSS swings by several MiB from run to run at either file size (GC timing
+# against the upload parts' buffers), about as much as the flatness goal allows: the report
+# compares the highest peak of several runs at each size.
 for rep in $(seq 1 "$rss_reps"); do
   say "fetcher alone, $rep/$rss_reps (peak RSS at $small and $big)"
   "$B" fetch -url "$src/data/$small_ds.csv" -ds "$small_ds" -landed "$work/landed-rss.json" -size "$small" -rep "$rep" >>"$results"

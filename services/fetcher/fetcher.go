@@ -54,9 +54,10 @@ const (
 	tagSHA256        = "sluice-sha256"
 )
 
-// S3 allows at most 10,000 parts; parts smaller than this are not worth their requests.
+// Parts are as small as S3 allows (5 MiB), which bounds the memory an upload holds, unless the
+// size limit needs more than S3's 10,000 parts.
 const (
-	minPartSize = 8 << 20
+	minPartSize = manager.MinUploadPartSize
 	maxParts    = 10_000
 )
 

@@ -111,7 +111,7 @@ func orders() config.Pipeline {
 }
 
 type stageFlags struct {
-	db, bucket, url, ds, landed, size, cpuprofile string
+	db, bucket, url, ds, landed, size, cpuprofile, memprofile string
 	rep                                           int
 }
 
@@ -126,6 +126,7 @@ func cmdStage(ctx context.Context, name string, args []string) error {
 	fs.StringVar(&f.size, "size", "", "label of the file in the results (1M, 10M)")
 	fs.IntVar(&f.rep, "rep", 0, "repetition number in the results")
 	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the handler(s) here")
+	fs.StringVar(&f.memprofile, "memprofile", "", "write an allocation profile of the handler(s) here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -222,6 +223,16 @@ func cmdStage(ctx context.Context, name string, args []string) error {
 	runtime.ReadMemStats(&ms)
 	r.TotalAllocMB = float64(ms.TotalAlloc) / (1 << 20)
 	r.MaxRSSKB = maxRSSKB()
+	if f.memprofile != "" {
+		out, err := os.Create(f.memprofile)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		if err := pprof.Lookup("allocs").WriteTo(out, 0); err != nil {
+			return err
+		}
+	}
 	return printResult(r)
 }
 
