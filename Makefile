@@ -106,6 +106,7 @@ FUZZTIME ?= 60s
 .PHONY: fuzz
 fuzz:
 	cd pkg && go test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./contract
+	cd pkg && go test -run '^$$' -fuzz '^FuzzSmallDecimal$$' -fuzztime $(FUZZTIME) ./contract
 	cd services/partitioner && go test -run '^$$' -fuzz '^FuzzPartitionName$$' -fuzztime $(FUZZTIME) .
 	cd services/partitioner && go test -run '^$$' -fuzz '^FuzzPartitionDay$$' -fuzztime $(FUZZTIME) .
 

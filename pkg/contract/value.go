@@ -210,7 +210,8 @@ func (f *field) parse(s string) (any, string) {
 			}
 		}
 		var n pgtype.Numeric
-		if err := n.Scan(t); err != nil {
+		// Scan refuses the leading + that PostgreSQL (and the fast path) accept.
+		if err := n.Scan(strings.TrimPrefix(t, "+")); err != nil {
 			return nil, numberRule
 		}
 		if f.min != nil || f.max != nil {
