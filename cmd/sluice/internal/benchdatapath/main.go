@@ -112,7 +112,7 @@ func orders() config.Pipeline {
 
 type stageFlags struct {
 	db, bucket, url, ds, landed, size, cpuprofile, memprofile string
-	rep                                           int
+	rep                                                       int
 }
 
 func cmdStage(ctx context.Context, name string, args []string) error {
