@@ -29,13 +29,9 @@ func setPaused(ctx context.Context, name string, args []string, stdout, stderr i
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := c.load()
+	cfg, p, err := c.loadPipeline(*pipeline)
 	if err != nil {
 		return err
-	}
-	p, ok := cfg.Pipeline(*pipeline)
-	if !ok {
-		return fmt.Errorf("pipeline %q is not in %s", *pipeline, c.config)
 	}
 	stackCtx, stop := context.WithCancel(ctx)
 	st, err := c.connect(stackCtx, cfg, stderr)

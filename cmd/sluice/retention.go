@@ -24,13 +24,9 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := c.load()
+	cfg, p, err := c.loadPipeline(*pipeline)
 	if err != nil {
 		return err
-	}
-	p, ok := cfg.Pipeline(*pipeline)
-	if !ok {
-		return fmt.Errorf("pipeline %q is not in %s", *pipeline, c.config)
 	}
 	if p.Retention.Days == 0 {
 		fmt.Fprintf(stdout, "%s keeps every partition (no retention.days): nothing to do\n", p.Name)

@@ -28,13 +28,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := c.load()
+	cfg, pc, err := c.loadPipeline(*pipeline)
 	if err != nil {
 		return err
-	}
-	pc, ok := cfg.Pipeline(*pipeline)
-	if !ok {
-		return fmt.Errorf("pipeline %q is not in %s", *pipeline, c.config)
 	}
 	if _, err := event.ParseDS(*ds); err != nil {
 		return err

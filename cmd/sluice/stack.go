@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +39,19 @@ func (c *common) register(fs *flag.FlagSet) {
 
 func (c *common) load() (*config.Config, error) {
 	return config.Load(c.config, os.LookupEnv)
+}
+
+// loadPipeline loads the config and finds the named pipeline in it.
+func (c *common) loadPipeline(name string) (*config.Config, *config.Pipeline, error) {
+	cfg, err := c.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, ok := cfg.Pipeline(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("pipeline %q is not in %s", name, c.config)
+	}
+	return cfg, p, nil
 }
 
 // connect attaches to the configured or running broker; failing that (embedded mode with no

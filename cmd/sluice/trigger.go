@@ -47,14 +47,8 @@ func (l *launch) register(fs *flag.FlagSet) {
 }
 
 func (l *launch) load(pipeline string) (*config.Config, error) {
-	cfg, err := l.common.load()
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := cfg.Pipeline(pipeline); !ok {
-		return nil, fmt.Errorf("pipeline %q is not in %s", pipeline, l.config)
-	}
-	return cfg, nil
+	cfg, _, err := l.loadPipeline(pipeline)
+	return cfg, err
 }
 
 func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, pipeline string, dates []string, by string, rp reprocess) error {
