@@ -40,11 +40,7 @@ func setPaused(ctx context.Context, name string, args []string, stdout, stderr i
 		return err
 	}
 	defer func() { stop(); _ = st.Wait() }()
-	states, err := trigger.NewStates(ctx, st.JS)
-	if err != nil {
-		return err
-	}
-	changed, err := states.SetPaused(ctx, p.Name, paused)
+	changed, err := trigger.SetPaused(ctx, st.JS, app.BusOptions(cfg).SubjectPrefix, p, paused, "unpause")
 	if err != nil {
 		return err
 	}
@@ -60,10 +56,6 @@ func setPaused(ctx context.Context, name string, args []string, stdout, stderr i
 	if paused {
 		fmt.Fprintf(stdout, "%s paused: its schedule %q requests nothing until `sluice unpause`; runs already requested go on\n", p.Name, p.Schedule)
 		return nil
-	}
-	// Look at the schedule now rather than at its next fire.
-	if err := trigger.Kick(ctx, st.JS, app.BusOptions(cfg).SubjectPrefix, p.Name, "unpause"); err != nil {
-		return err
 	}
 	what := "the latest interval"
 	if p.Catchup {

@@ -195,46 +195,21 @@ func oneLine(s string, n int) string {
 }
 
 // reprocess says which dates with an ended run a backfill requests again.
-type reprocess string
+type reprocess = trigger.Reprocess
 
 const (
-	reprocessNone   reprocess = "none"   // only dates never run (or whose run was skipped)
-	reprocessFailed reprocess = "failed" // also dates whose latest run failed
-	reprocessAll    reprocess = "all"    // every date
+	reprocessNone   = trigger.ReprocessNone
+	reprocessFailed = trigger.ReprocessFailed
+	reprocessAll    = trigger.ReprocessAll
 )
 
-// requestDates requests each date oldest first, under the rule that a date already queued is
-// not queued twice, and returns one entry per date.
+// requestDates requests each date oldest first (trigger.RequestDates, which the console uses
+// too) and returns one entry per date.
 func requestDates(ctx context.Context, req *trigger.Requester, pipeline string, sla *config.SLA, dates []string, by string, rp reprocess) ([]*dateRun, error) {
-	var out []*dateRun
-	for _, ds := range dates {
-		d := &dateRun{ds: ds}
-		out = append(out, d)
-		latest, ok, err := req.Runs().Latest(ctx, pipeline, ds)
-		if err != nil {
-			return out, err
-		}
-		if ok {
-			switch {
-			case !latest.State.Final():
-				d.runID, d.rec, d.loaded, d.note = latest.RunID, latest, true, "already queued"
-				continue
-			case latest.State == runstate.Completed && rp != reprocessAll:
-				d.rec, d.note = latest, "completed by run "+latest.RunID+" (--reprocess all to rerun)"
-				continue
-			case latest.State == runstate.Failed && rp == reprocessNone:
-				d.rec, d.note = latest, "failed in run "+latest.RunID+" (--reprocess failed to rerun)"
-				continue
-			}
-		}
-		res, err := req.Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: by, SLA: sla})
-		if err != nil {
-			return out, err
-		}
-		d.runID, d.note = res.RunID, "requested"
-		if !res.Queued {
-			d.note = "already queued"
-		}
+	res, err := req.RequestDates(ctx, pipeline, sla, dates, by, rp)
+	out := make([]*dateRun, len(res))
+	for i, r := range res {
+		out[i] = &dateRun{ds: r.DS, runID: r.RunID, note: r.Note, rec: r.Record, loaded: r.Loaded}
 	}
-	return out, nil
+	return out, err
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lineage"
+	"github.com/sluice-etl/sluice/pkg/logstream"
 	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/secret"
@@ -63,6 +64,7 @@ type Deps struct {
 	checks   []readyCheck
 	tracing  *telemetry.Tracing
 	lineage  *lineage.Emitter
+	logs     *logstream.Publisher
 }
 
 type handler struct {
@@ -133,7 +135,8 @@ func (d *Deps) S3(ctx context.Context) (*s3.Client, error) {
 
 // BusOptions are the broker options from config.
 func BusOptions(cfg *config.Config) bus.Options {
-	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix}
+	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix,
+		Logs: logstream.Limits{MaxAge: cfg.Console.Logs.MaxAge, MaxBytes: cfg.Console.Logs.MaxBytes}}
 }
 
 // Options choose how a process connects and what it serves.
@@ -170,9 +173,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	log = telemetry.Redact(log, cfg.Secrets())
 	single := ""
 	if len(services) == 1 {
-		// One service per process (its own binary): every line of the process is that service's.
 		single = services[0].Name
-		log = log.With("service", single)
 	}
 	url := o.NATSURL
 	if url == "" {
@@ -196,7 +197,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		st.shutdownServer()
 		return nil, err
 	}
-	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry(), service: single}
+	// Every record of a run also goes to the log stream (after the same redaction), for the console.
+	logs := logstream.NewPublisher(nc, cfg.NATS.SubjectPrefix, 0)
+	pub := telemetry.Redact(slog.New(telemetry.WithRunContext(logs.Handler(slog.LevelInfo))), cfg.Secrets())
+	log = slog.New(telemetry.Tee(log.Handler(), pub.Handler()))
+	if single != "" {
+		// One service per process (its own binary): every line of the process is that service's.
+		log = log.With("service", single)
+	}
+	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry(), service: single, logs: logs}
 	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routerOpts, err := st.observe(ctx, name, o.Env)
 	if err != nil {
@@ -285,6 +294,7 @@ func (s *Stack) close() {
 		}
 		s.mu.Unlock()
 		s.closeObservability(ctx)
+		s.logs.Close(ctx)
 		_ = s.NC.Drain()
 		for i := 0; i < 50 && !s.NC.IsClosed(); i++ {
 			time.Sleep(20 * time.Millisecond)

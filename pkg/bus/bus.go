@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/logstream"
 )
 
 // KV bucket names.
@@ -36,6 +37,8 @@ type Options struct {
 	// Dedup is the stream's duplicate window: a step republishing after a crash within it is
 	// dropped by the server (Nats-Msg-Id is <run id>.<event>).
 	Dedup time.Duration
+	// Logs bounds the log stream (logstream.StreamName(Stream)) that runs' log records go to.
+	Logs logstream.Limits
 }
 
 // Embedded starts a JetStream server storing in dir and listening on listen (host:port).
@@ -92,7 +95,7 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStrea
 	return nc, js, nil
 }
 
-// Provision creates or updates the events stream and the KV buckets. It is safe to call from
+// Provision creates or updates the events stream, the log stream and the KV buckets. It is safe to call from
 // every service at every start.
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	if o.Dedup == 0 {
@@ -114,6 +117,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 	})
 	if err != nil {
 		return fmt.Errorf("provision stream %s: %w", o.Stream, err)
+	}
+	logs := logstream.StreamConfig(o.Stream, o.SubjectPrefix, o.Logs)
+	if _, err := js.CreateOrUpdateStream(ctx, logs); err != nil {
+		return fmt.Errorf("provision stream %s: %w", logs.Name, err)
 	}
 	buckets := []jetstream.KeyValueConfig{
 		// Leases carry a per-key TTL, so the broker expires the lease of a holder that died.

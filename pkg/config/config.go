@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,6 +30,7 @@ type Config struct {
 	DBT       DBT        `yaml:"dbt"`
 	Alerts    Alerts     `yaml:"alerts"`
 	Lineage   Lineage    `yaml:"lineage"`
+	Console   Console    `yaml:"console"`
 	Pipelines []Pipeline `yaml:"pipelines"`
 
 	// Dir is the directory of the config file; relative paths in it are resolved against Dir.
@@ -120,6 +122,26 @@ type Lineage struct {
 	File string `yaml:"file"`
 	// Namespace is the jobs' OpenLineage namespace; default "sluice".
 	Namespace string `yaml:"namespace"`
+}
+
+// Console is the web console (services/console) and the log stream it reads.
+type Console struct {
+	// Addr is where the console listens (`sluice up` and sluice-console); default 127.0.0.1:8090.
+	Addr string `yaml:"addr"`
+	// URL is the console's address as users reach it (behind a proxy, say); default
+	// http://<addr>. alerts.run_url defaults to its run page.
+	URL string `yaml:"url"`
+	// Password (a reference) lets users log in to act (trigger, rerun, backfill, pause); without
+	// it the console is read-only.
+	Password secret.Value `yaml:"password"`
+	// Logs bounds the stream of runs' log records.
+	Logs LogStream `yaml:"logs"`
+}
+
+// LogStream limits the log stream: records older than MaxAge, or beyond MaxBytes in all, go.
+type LogStream struct {
+	MaxAge   time.Duration `yaml:"max_age"`
+	MaxBytes int64         `yaml:"max_bytes"`
 }
 
 // Pipeline is one declared pipeline.
@@ -423,6 +445,7 @@ func (c *Config) Resolve(lookup secret.Lookup) error {
 	if c.Alerts.SNS != nil {
 		vals = append(vals, &c.Alerts.SNS.AccessKey, &c.Alerts.SNS.SecretKey)
 	}
+	vals = append(vals, &c.Console.Password)
 	for i := range c.Pipelines {
 		if w := c.Pipelines[i].Sensor.Webhook; w != nil {
 			vals = append(vals, &w.Secret)
@@ -460,6 +483,7 @@ func (c *Config) Secrets() []string {
 		add(c.Alerts.SNS.AccessKey)
 		add(c.Alerts.SNS.SecretKey)
 	}
+	add(c.Console.Password)
 	for _, p := range c.Pipelines {
 		if p.Sensor.Webhook != nil {
 			add(p.Sensor.Webhook.Secret)
@@ -513,6 +537,22 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Lineage.Namespace == "" {
 		c.Lineage.Namespace = "sluice"
+	}
+	if c.Console.Addr == "" {
+		c.Console.Addr = "127.0.0.1:8090"
+	}
+	if c.Console.URL == "" {
+		c.Console.URL = "http://" + c.Console.Addr
+	}
+	c.Console.URL = strings.TrimRight(c.Console.URL, "/")
+	if c.Alerts.RunURL == "" {
+		c.Alerts.RunURL = c.Console.URL + "/runs/{pipeline}/{ds}/{run_id}"
+	}
+	if c.Console.Logs.MaxAge == 0 {
+		c.Console.Logs.MaxAge = 7 * 24 * time.Hour
+	}
+	if c.Console.Logs.MaxBytes == 0 {
+		c.Console.Logs.MaxBytes = 1 << 30
 	}
 	if e := c.Alerts.Email; e != nil {
 		if e.Port == 0 {
@@ -625,6 +665,9 @@ func (c *Config) Validate() error {
 	if !tokenRe.MatchString(c.NATS.SubjectPrefix) {
 		return fieldErr("nats.subject_prefix", "%q must be one subject token (letters, digits, _ or -)", c.NATS.SubjectPrefix)
 	}
+	if c.NATS.SubjectPrefix == "logs" {
+		return fieldErr("nats.subject_prefix", `"logs" is taken by the log stream (logs.<prefix>.>)`)
+	}
 	if !tokenRe.MatchString(c.NATS.Stream) {
 		return fieldErr("nats.stream", "%q must be letters, digits, _ or -", c.NATS.Stream)
 	}
@@ -690,6 +733,21 @@ func (c *Config) Validate() error {
 	}
 	if u := c.Lineage.URL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		return fieldErr("lineage.url", "%q must be an http(s) URL", u)
+	}
+	if _, _, err := net.SplitHostPort(c.Console.Addr); err != nil {
+		return fieldErr("console.addr", "%q is not host:port", c.Console.Addr)
+	}
+	if !strings.HasPrefix(c.Console.URL, "http://") && !strings.HasPrefix(c.Console.URL, "https://") {
+		return fieldErr("console.url", "%q must be an http(s) URL", c.Console.URL)
+	}
+	if err := c.Console.Password.RequireReference(); err != nil {
+		return fieldErr("console.password", "%v", err)
+	}
+	if c.Console.Logs.MaxAge < time.Minute {
+		return fieldErr("console.logs.max_age", "%v is shorter than a minute", c.Console.Logs.MaxAge)
+	}
+	if c.Console.Logs.MaxBytes < 1<<20 {
+		return fieldErr("console.logs.max_bytes", "%d is less than 1 MiB", c.Console.Logs.MaxBytes)
 	}
 	if len(c.Pipelines) == 0 {
 		return fieldErr("pipelines", "declare at least one pipeline")
