@@ -7,7 +7,7 @@ BIN := $(ROOT)/.sluice/bin
 VENV := $(ROOT)/.venv
 VERSITYGW_VERSION := v1.8.0
 JAEGER_VERSION := v1.76.0
-MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter
+MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
 .PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath promtool test-rules test-jaeger trace-demo
@@ -47,7 +47,7 @@ $(VENV)/bin/dbt: dbt_project/requirements.txt
 build:
 	mkdir -p $(BIN)
 	cd cmd/sluice && go build -o $(BIN)/sluice .
-	for s in sensor fetcher validator partitioner dbtrunner alerter; do \
+	for s in sensor fetcher validator partitioner dbtrunner alerter console; do \
 		(cd services/$$s && go build -o $(BIN)/sluice-$$s ./cmd/sluice-$$s) || exit 1; done
 
 ## check-versions: every module requires the same version of each shared dependency

@@ -17,7 +17,7 @@ import (
 const usage = `sluice — event-driven ETL on NATS JetStream
 
 Usage:
-  sluice up            --config FILE [--nats URL] [--http ADDR]
+  sluice up            --config FILE [--nats URL] [--http ADDR] [--console ADDR|off]
   sluice run           --config FILE --pipeline NAME --date YYYY-MM-DD [--nats URL] [--timeout D]
   sluice trigger       --config FILE --pipeline NAME --date YYYY-MM-DD [--detach] [--timeout D]
   sluice backfill      --config FILE --pipeline NAME --from YYYY-MM-DD --to YYYY-MM-DD
