@@ -385,7 +385,7 @@ func (c *Console) pageGrid(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := c.now()
-	seen := map[string]int{} // ds -> index in rows
+	seen := map[string]int{}   // ds -> index in rows
 	for _, rec := range runs { // newest request first: the first run of a date is its latest
 		if i, ok := seen[rec.DS]; ok {
 			if i >= 0 {
