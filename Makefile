@@ -10,13 +10,18 @@ JAEGER_VERSION := v1.76.0
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath promtool test-rules test-jaeger trace-demo
+.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots
 
 all: build
 
-## tools: versitygw (S3 server for tests and the demo), dbt in a pinned virtualenv, and promtool
-## (Debian's prometheus package) for the alert rule tests
-tools: $(BIN)/versitygw $(VENV)/bin/dbt promtool
+## tools: versitygw (S3 server for tests and the demo), dbt in a pinned virtualenv, promtool
+## (Debian's prometheus package) for the alert rule tests and chromium for the console's browser test
+tools: $(BIN)/versitygw $(VENV)/bin/dbt promtool chromium
+
+## chromium: Debian's headless-capable Chromium, driven by chromedp in the console's browser test
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || { echo "chromium missing: install Debian's chromium package" >&2; exit 1; }
 
 promtool:
 	@command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
@@ -100,6 +105,12 @@ trace-demo: tools build $(BIN)/jaeger
 ## demo: the orders pipeline for two consecutive dates on a local PostgreSQL, S3 and dbt
 demo: tools build
 	scripts/demo.sh
+
+## console-screenshots: the console's browser test over the whole system, saving the pipelines, grid
+## and run pages into docs/img for the README
+console-screenshots: tools
+	SLUICE_CONSOLE_SCREENSHOTS=$(ROOT)/docs/img scripts/with-infra.sh $(ROOT)/.sluice/test \
+		bash -c 'cd cmd/sluice && go test -count=1 -run "^TestConsoleInABrowser$$" -v .'
 
 ## fuzz: each fuzz target of the data path for FUZZTIME (their seed corpora already run in `make test`)
 FUZZTIME ?= 60s

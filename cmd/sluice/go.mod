@@ -4,7 +4,12 @@ go 1.26.0
 
 require github.com/sluice-etl/sluice/pkg v0.0.0
 
-require golang.org/x/mod v0.43.0 // indirect
+require (
+	github.com/chromedp/cdproto v0.160.1
+	github.com/chromedp/chromedp v0.23.1
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	golang.org/x/mod v0.43.0 // indirect
+)
 
 replace (
 	github.com/sluice-etl/sluice/pkg => ../../pkg

@@ -41,15 +41,20 @@ var runIDRe = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`) // a ULID
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"ago":      ago,
-		"dur":      dur,
-		"ms":       func(n int64) string { return dur(time.Duration(n) * time.Millisecond) },
-		"bytes":    humanBytes,
-		"short":    func(s string) string { return shorten(s, 10) },
-		"when":     func(t time.Time) string { return when(t) },
-		"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"pct":      func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-		"num":      func(n int64) string { return thousands(n) },
+		"ago":   ago,
+		"dur":   dur,
+		"ms":    func(n int64) string { return dur(time.Duration(n) * time.Millisecond) },
+		"bytes": humanBytes,
+		"short": func(s string) string { return shorten(s, 10) },
+		"when":  func(t time.Time) string { return when(t) },
+		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"pct":   func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+		"num": func(n int64) string {
+			if n < 0 {
+				return "—"
+			}
+			return thousands(n)
+		},
 		"contains": func(list []string, s string) bool { return slices.Contains(list, s) },
 		"list4":    func() []string { return []string{"debug", "info", "warn", "error"} },
 		"x10":      func(f float64) string { return strconv.FormatFloat(f*10, 'f', 1, 64) },
@@ -151,7 +156,7 @@ func stepCells(rec runstate.Record) []cell {
 	for i, step := range Steps {
 		c := cell{State: "none", Title: step + ": not run"}
 		if s, ok := done[step]; ok {
-			c = cell{State: string(runstate.Completed), Retry: s.Attempts > 1,
+			c = cell{State: string(runstate.Completed), Retry: s.Attempts > 1 && step != "sensor",
 				Title: fmt.Sprintf("%s: completed in %s, %d attempt(s)", step, dur(time.Duration(s.DurationMS)*time.Millisecond), s.Attempts)}
 		} else if step == rec.Step && reached {
 			c = cell{State: string(rec.State), Retry: rec.Attempts > 1, Title: step + ": " + describe(rec)}
@@ -555,17 +560,20 @@ func timeline(rec runstate.Record, avail *event.Available, now time.Time) ([]bar
 		if st.IsZero() || st.Before(start) {
 			st = prev
 		}
+		e := st.Add(time.Duration(s.DurationMS) * time.Millisecond)
+		if s.Step == "sensor" && avail != nil && avail.Pokes > 1 {
+			// The sensor's deliveries before the last one found no file: that time is the
+			// deferrable wait for the source, not time in a step.
+			add(bar{Label: fmt.Sprintf("sensor · %d pokes", avail.Pokes), State: "waiting", Start: prev, End: e, Duration: e.Sub(prev),
+				Title: fmt.Sprintf("waiting for the source: %d pokes over %s", avail.Pokes, dur(e.Sub(prev)))})
+			prev = e
+			continue
+		}
 		if st.Sub(prev) > 0 {
 			add(bar{Label: "wait", State: "wait", Wait: true, Start: prev, End: st, Title: "in the broker before " + s.Step + ": " + dur(st.Sub(prev))})
 		}
-		e := st.Add(time.Duration(s.DurationMS) * time.Millisecond)
-		state := "completed"
-		title := fmt.Sprintf("%s: %s, %d attempt(s)", s.Step, dur(e.Sub(st)), s.Attempts)
-		if s.Step == "sensor" && avail != nil && avail.Pokes > 1 {
-			state = "waiting"
-			title += fmt.Sprintf(", %d pokes (waiting for the file)", avail.Pokes)
-		}
-		add(bar{Label: s.Step, State: state, Start: st, End: e, Attempts: s.Attempts, Duration: e.Sub(st), Title: title})
+		add(bar{Label: s.Step, State: "completed", Start: st, End: e, Attempts: s.Attempts, Duration: e.Sub(st),
+			Title: fmt.Sprintf("%s: %s, %d attempt(s)", s.Step, dur(e.Sub(st)), s.Attempts)})
 		prev = e
 	}
 	if rec.Step != "" && !done[rec.Step] {
@@ -587,6 +595,8 @@ func timeline(rec runstate.Record, avail *event.Available, now time.Time) ([]bar
 		}
 	}
 	span := last.Sub(start)
+	// Waits too short to see are left out: they would only add rows.
+	bars = slices.DeleteFunc(bars, func(b bar) bool { return b.Wait && b.End.Sub(b.Start) < max(50*time.Millisecond, span/100) })
 	for i := range bars {
 		bars[i].Left = 100 * float64(bars[i].Start.Sub(start)) / float64(span)
 		bars[i].Width = max(100*float64(bars[i].End.Sub(bars[i].Start))/float64(span), 0.4)

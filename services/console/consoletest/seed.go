@@ -28,6 +28,16 @@ type Run struct {
 // validator, every 23rd retried the fetcher once), with their events and log lines, and returns
 // them newest first.
 func Seed(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, o bus.Options, pipeline string, last time.Time, n int) ([]Run, error) {
+	return seed(ctx, js, nc, o, pipeline, last, n, true)
+}
+
+// SeedHistory writes the run records and log lines of Seed but no events, so services running
+// on the same bus have nothing to consume: a past that the console shows next to live runs.
+func SeedHistory(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, o bus.Options, pipeline string, last time.Time, n int) ([]Run, error) {
+	return seed(ctx, js, nc, o, pipeline, last, n, false)
+}
+
+func seed(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, o bus.Options, pipeline string, last time.Time, n int, events bool) ([]Run, error) {
 	kv, err := js.KeyValue(ctx, bus.RunBucket)
 	if err != nil {
 		return nil, err
@@ -48,6 +58,9 @@ func Seed(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, o bus.Opti
 			"partitioner": 120 * time.Millisecond, "dbtrunner": 6 * time.Second}
 		obj := event.Object{Bucket: "sluice", Key: "raw/" + pipeline + "/" + ds + ".csv", Size: 1_843_200 + int64(i), SHA256: fmt.Sprintf("%064x", i+1), SourceURL: "http://source.test/data/" + ds + ".csv"}
 		publish := func(k event.Kind, e event.Event) error {
+			if !events {
+				return nil
+			}
 			b, err := event.Encode(e)
 			if err != nil {
 				return err
