@@ -7,10 +7,12 @@ BIN := $(ROOT)/.sluice/bin
 VENV := $(ROOT)/.venv
 VERSITYGW_VERSION := v1.8.0
 JAEGER_VERSION := v1.76.0
-MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console
+MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check
+# deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
+TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots
+.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check
 
 all: build
 
@@ -66,8 +68,17 @@ test: tools
 	$(MAKE) --no-print-directory test-rules
 	@(cd pkg && go vet -tags chaos ./crash/ ./flow/)
 	$(MAKE) --no-print-directory check-versions
-	SLUICE_CHAOS=fast scripts/with-infra.sh $(ROOT)/.sluice/test bash -c 'set -e; for m in $(MODULES); do (cd $$m && go test $(GOTEST_FLAGS) ./...); done'
+	$(MAKE) --no-print-directory infra-check
+	SLUICE_CHAOS=fast scripts/with-infra.sh $(ROOT)/.sluice/test bash -c 'set -e; for m in $(TEST_MODULES); do (cd $$m && go test $(GOTEST_FLAGS) ./...); done'
 	cd pkg && go test -count=1 -tags chaos ./crash/
+
+## infra-check: deploy/ checked offline with its ecosystems' own libraries (deploy/check): every
+## .tf parsed with hcl/v2 and hclwrite-formatted, the OPA policies of deploy/policy with their rego
+## tests and bad fixtures, the Terraform module wiring, kustomize builds decoded strictly into
+## k8s.io/api types, ScaledObjects against KEDA's schema, NATS users against deploy/nats/auth.conf,
+## docker-compose.yml through compose-go, .github/workflows through actionlint. See deploy/README.md.
+infra-check:
+	cd deploy/check && go test -count=1 ./...
 
 ## chaos: the whole fault-injection suite (every service killed at each crash point, NATS and
 ## PostgreSQL faults, S3 503s, Slack 429/down, SLA deadlines); writes docs/reliability.md

@@ -1,0 +1,19 @@
+output "endpoint" {
+  description = "Host name of the instance."
+  value       = aws_db_instance.this.address
+}
+
+output "port" {
+  description = "Port of the instance."
+  value       = aws_db_instance.this.port
+}
+
+output "master_user_secret_arn" {
+  description = "Secrets Manager secret RDS keeps the master password in."
+  value       = aws_db_instance.this.master_user_secret[0].secret_arn
+}
+
+output "security_group_id" {
+  description = "Security group of the instance."
+  value       = aws_security_group.this.id
+}
