@@ -41,10 +41,15 @@ type TFConfig struct {
 	Files []string
 }
 
-// tfFile reports whether name is Terraform source: .tf, and the .tf.example files that are
-// meant to be copied to .tf.
+// tfFile reports whether name is Terraform source: .tf, and the .tf.example and
+// .tfvars.example files that are meant to be copied.
 func tfFile(name string) bool {
-	return strings.HasSuffix(name, ".tf") || strings.HasSuffix(name, ".tf.example")
+	for _, ext := range []string{".tf", ".tf.example", ".tfvars.example"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadTerraform parses every Terraform file under root with hclparse. Parse errors are returned

@@ -2,6 +2,8 @@ package check
 
 import (
 	"context"
+
+	"github.com/hashicorp/hcl/v2/hclparse"
 	"strings"
 	"testing"
 )
@@ -106,5 +108,34 @@ func TestTerraformPolicies(t *testing.T) {
 	}
 	for _, v := range vs {
 		t.Error(v)
+	}
+}
+
+// production.tfvars.example sets only root variables, and every one that has no default and
+// is not a secret (secrets come from TF_VAR_ variables).
+func TestTerraformExampleVariables(t *testing.T) {
+	cfg := loadTF(t, "deploy", "terraform")
+	f, diags := hclparse.NewParser().ParseHCLFile(path(t, "deploy", "terraform", "production.tfvars.example"))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	attrs, diags := f.Body.JustAttributes()
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	declared := map[string]*TFBlock{}
+	for _, v := range cfg.Of(".", "variable") {
+		declared[v.Name] = v
+	}
+	for name, a := range attrs {
+		if declared[name] == nil {
+			t.Errorf("production.tfvars.example:%d: %s is not a root variable", a.Range.Start.Line, name)
+		}
+	}
+	for name, v := range declared {
+		_, hasDefault := v.Config["default"]
+		if !hasDefault && v.Config["sensitive"] != true && attrs[name] == nil {
+			t.Errorf("production.tfvars.example does not set %s (%s)", name, v.Pos())
+		}
 	}
 }
