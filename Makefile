@@ -97,6 +97,12 @@ bench-sensor: build
 bench-datapath: $(BIN)/versitygw
 	bench/datapath/run.sh
 
+## bench-console: the console's grid of 1,000 runs and its run page against a static file of the
+## same size, and its memory with 100 live SSE clients; writes the "Console" section of
+## bench/RESULTS.md (about a minute)
+bench-console:
+	cd bench/console && GOWORK=off go run . -results $(ROOT)/bench/RESULTS.md
+
 ## test-rules: the Prometheus alerting rules are valid and their unit tests pass
 test-rules: promtool
 	promtool check rules deploy/prometheus/rules/*.yml

@@ -355,3 +355,22 @@ func TestLiveStreamAnnouncesChanges(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// alerts.run_url defaults to the console's run page, and the link of an alert opens its run.
+func TestAlertLinksOpenTheirRun(t *testing.T) {
+	w := start(t, "")
+	if want := "http://127.0.0.1:0/runs/{pipeline}/{ds}/{run_id}"; w.cfg.Alerts.RunURL != want {
+		t.Fatalf("alerts.run_url defaults to %q, want %q", w.cfg.Alerts.RunURL, want)
+	}
+	for _, r := range []consoletest.Run{w.runs[0], w.runs[5], w.runs[len(w.runs)-1]} {
+		link := config.Expand(w.cfg.Alerts.RunURL, r.Pipeline, r.DS, r.RunID) // as the alerter builds it
+		u, err := url.Parse(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body := get(t, w.browser(t), w.srv.URL+u.Path)
+		if code != http.StatusOK || !strings.Contains(body, r.RunID) || !strings.Contains(body, "</a> / "+r.DS+"</h1>") {
+			t.Errorf("alert link %s: %d, want the page of run %s", link, code, r.RunID)
+		}
+	}
+}

@@ -332,6 +332,7 @@ func sparkline(vals []time.Duration, w, h int) (string, time.Duration) {
 
 type gridView struct {
 	P          *config.Pipeline
+	Body       template.HTML // the rows, rendered by gridRows
 	Steps      []string
 	Rows       []runRow
 	States     []string
@@ -412,7 +413,47 @@ func (c *Console) pageGrid(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.SliceStable(v.Rows, func(i, j int) bool { return v.Rows[i].Rec.DS > v.Rows[j].Rec.DS })
 	v.Shown = len(v.Rows)
+	v.Body = gridRows(v.Rows)
 	c.render(w, r, http.StatusOK, "grid", page{Title: p.Name, Nav: "pipelines", Topics: []string{"p:" + p.Name}, Data: v})
+}
+
+// gridRows writes the grid's rows directly rather than through html/template: with a thousand
+// rows the template's reflective calls were most of the page's time (bench/RESULTS.md,
+// Console). Every value is escaped here as the template would.
+func gridRows(rows []runRow) template.HTML {
+	var b strings.Builder
+	b.Grow(len(rows) * 700)
+	esc := template.HTMLEscapeString
+	for _, r := range rows {
+		u := esc(r.URL)
+		st := esc(string(r.Rec.State))
+		b.WriteString(`<tr><td class="mono"><a href="`)
+		b.WriteString(u)
+		b.WriteString(`">`)
+		b.WriteString(esc(r.Rec.DS))
+		b.WriteString(`</a></td><td><span class="pill `)
+		b.WriteString(st)
+		b.WriteString(`">`)
+		b.WriteString(st)
+		b.WriteString(`</span></td>`)
+		for _, c := range r.Cells {
+			b.WriteString(`<td class="c"><i class="cell s-`)
+			b.WriteString(esc(c.State))
+			if c.Retry {
+				b.WriteString(` retry`)
+			}
+			b.WriteString(`" title="`)
+			b.WriteString(esc(c.Title))
+			b.WriteString(`"></i></td>`)
+		}
+		fmt.Fprintf(&b, `<td class="num muted">%s</td><td class="num">%s</td><td class="num">%s</td><td class="muted">%s</td><td class="mono small"><a href="%s">%s</a>`,
+			dur(r.Wait), dur(r.Run), dur(r.Total), esc(r.Rec.Trigger), u, esc(shorten(r.Rec.RunID, 10)))
+		if r.Earlier > 0 {
+			fmt.Fprintf(&b, ` <span class="muted">+%d</span>`, r.Earlier)
+		}
+		b.WriteString("</td></tr>\n")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value above is escaped
 }
 
 // ---- backfill progress -----------------------------------------------------------------
