@@ -229,3 +229,22 @@ func TestEachCredentialFromItsOwnSecret(t *testing.T) {
 		}
 	}
 }
+
+func literalEnv(vars []corev1.EnvVar) map[string]string {
+	m := map[string]string{}
+	for _, e := range vars {
+		if e.ValueFrom == nil {
+			m[e.Name] = e.Value
+		}
+	}
+	return m
+}
+
+func jobContainers(t *testing.T, obj any) []corev1.Container {
+	t.Helper()
+	j, ok := obj.(*batchv1.Job)
+	if !ok {
+		t.Fatalf("%T is not a Job", obj)
+	}
+	return j.Spec.Template.Spec.Containers
+}

@@ -1,6 +1,6 @@
 # Policies on the rendered Kubernetes objects (input.objects, from `kustomize build`), and on
-# docker compose services turned into the same shape (kind "ComposeService", deploy/check's
-# compose.go): the container hardening the cluster's restricted Pod Security would demand, plus
+# docker compose services turned into the same shape (kind ComposeService, or ComposeJob for a
+# one-shot service; deploy/check's compose.go): the container hardening the cluster's restricted Pod Security would demand, plus
 # resource limits, probes and pinned images.
 package sluice.kubernetes
 
@@ -12,7 +12,7 @@ pod_spec(o) := o.spec.template.spec if o.kind in {"Deployment", "StatefulSet", "
 
 pod_spec(o) := o.spec.jobTemplate.spec.template.spec if o.kind == "CronJob"
 
-pod_spec(o) := o.spec if o.kind in {"Pod", "ComposeService"}
+pod_spec(o) := o.spec if o.kind in {"Pod", "ComposeService", "ComposeJob"}
 
 containers(o) := array.concat(object.get(pod_spec(o), "containers", []), object.get(pod_spec(o), "initContainers", []))
 
