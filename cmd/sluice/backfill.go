@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -15,9 +14,9 @@ const maxBackfillDates = 3660
 
 // cmdBackfill requests every date from --from to --to (inclusive), oldest first, and follows them.
 func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
+	fs := newFlags("backfill", args, stdout, stderr)
 	var l launch
-	l.register(fs)
+	l.register(fs.FlagSet)
 	pipeline := fs.String("pipeline", "", "pipeline name")
 	from := fs.String("from", "", "first execution date, YYYY-MM-DD")
 	to := fs.String("to", "", "last execution date, YYYY-MM-DD (inclusive)")

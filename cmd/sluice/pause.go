@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
@@ -22,9 +21,9 @@ func cmdUnpause(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func setPaused(ctx context.Context, name string, args []string, stdout, stderr io.Writer, paused bool) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs := newFlags(name, args, stdout, stderr)
 	var c common
-	c.register(fs)
+	c.register(fs.FlagSet)
 	pipeline := fs.String("pipeline", "", "pipeline name")
 	if err := fs.Parse(args); err != nil {
 		return err

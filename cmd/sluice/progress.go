@@ -42,13 +42,13 @@ func (d *dateRun) mark() string {
 			return "▶"
 		}
 		return "…" // the sensor's turn: waiting for the lease or the file
-	case runstate.Waiting:
+	case runstate.Waiting, runstate.Retrying:
 		return "…"
 	}
 	return "○"
 }
 
-const legend = "✓ completed  ✗ failed  ⊘ skipped  ▶ running  … waiting  ○ queued  - not requested"
+const legend = "✓ completed  ✗ failed  ⊘ skipped  ▶ running  … waiting or retrying  ○ queued  - not requested"
 
 // progress redraws a compact per-date state line until every requested date's run has ended.
 type progress struct {
@@ -90,11 +90,12 @@ func (p *progress) follow(ctx context.Context, runs *runstate.Store, every, time
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: runs not finished after %s (they go on; see `sluice status`)", p.pipeline, timeout)
+			return &exitError{code: exitStopped, err: fmt.Errorf("%s: runs not finished after %s (they go on; see `sluice status`)", p.pipeline, timeout)}
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			fmt.Fprintf(p.out, "\nstopped following (interrupted): the runs go on; `sluice status` shows them\n")
+			return &exitError{code: exitStopped}
 		case <-time.After(every):
 		}
 	}
@@ -151,7 +152,7 @@ func describe(r runstate.Record) string {
 	if r.Attempts > 1 {
 		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
 	}
-	if r.Detail != "" && !strings.HasPrefix(r.Detail, "next:") {
+	if r.Detail != "" && !strings.HasPrefix(r.Detail, runstate.HandedOn) {
 		s += ": " + r.Detail
 	}
 	return s
@@ -162,26 +163,41 @@ func (p *progress) report() error {
 	tw := tabwriter.NewWriter(p.out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DS\tRUN ID\tSTATE\tTOOK\tDETAIL")
 	var bad []string
+	failed := false
 	for _, d := range p.dates {
 		if d.runID == "" {
 			fmt.Fprintf(tw, "%s\t\t-\t\t%s\n", d.ds, d.note)
 			continue
 		}
-		took, detail := "", d.note
+		took, detail, state := "", d.note, runstate.Queued
 		if d.loaded {
+			state = d.rec.State
 			took = d.rec.UpdatedAt.Sub(d.rec.RequestedAt).Round(time.Millisecond).String()
-			if d.rec.Error != "" {
+			switch {
+			case d.rec.Error != "":
 				detail = d.rec.Error
+			case state.Final() || d.rec.Detail != "":
+				detail = d.rec.Detail // why it was skipped, or what it waits for
+			}
+			if state == runstate.Failed && d.rec.Step != "" {
+				detail = "at " + d.rec.Step + ": " + detail
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ds, d.runID, d.rec.State, took, oneLine(detail, 100))
-		if d.rec.State == runstate.Failed || d.rec.State == runstate.Skipped {
-			bad = append(bad, fmt.Sprintf("%s %s", d.ds, d.rec.State))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ds, d.runID, state, took, oneLine(detail, 100))
+		if state == runstate.Failed || state == runstate.Skipped {
+			bad = append(bad, fmt.Sprintf("%s %s", d.ds, state))
+		}
+		if state == runstate.Failed {
+			failed = true
 		}
 	}
 	tw.Flush()
 	if len(bad) > 0 {
-		return fmt.Errorf("%s: %d of %d dates did not complete: %s", p.pipeline, len(bad), len(p.dates), strings.Join(bad, ", "))
+		err := fmt.Errorf("%s: %d of %d dates did not complete: %s", p.pipeline, len(bad), len(p.dates), strings.Join(bad, ", "))
+		if !failed {
+			return &exitError{code: exitSkipped, err: err}
+		}
+		return err
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -17,9 +16,9 @@ import (
 // cmdRetention applies a pipeline's retention on its own (a cron job, say), under the pipeline's
 // lease like a run: it waits for no one, and fails if a run is active.
 func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("retention", flag.ContinueOnError)
+	fs := newFlags("retention", args, stdout, stderr)
 	var c common
-	c.register(fs)
+	c.register(fs.FlagSet)
 	pipeline := fs.String("pipeline", "", "pipeline name")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +13,8 @@ import (
 )
 
 // cmdSampleSource serves synthetic daily orders (or a directory of CSV files) over HTTP.
-func cmdSampleSource(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	fs := flag.NewFlagSet("sample-source", flag.ContinueOnError)
+func cmdSampleSource(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sample-source", args, stdout, stderr)
 	addr := fs.String("addr", "127.0.0.1:8081", "listen address")
 	var o samplesource.Options
 	fs.IntVar(&o.Rows, "rows", 1000, "new orders per date")

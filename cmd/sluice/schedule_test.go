@@ -296,8 +296,13 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 			active, lastFence = h.RunID, h.Fence
 			activeRuns++
 			// The source always has the file, so every sensor delivery before the one that
-			// passed found the lease held by another run.
-			refused += le.ev.(*event.Available).Pokes - 1
+			// passed found the lease held by another run (Pokes counts only the source checks).
+			av := le.ev.(*event.Available)
+			for _, st := range av.Steps {
+				if st.Step == "sensor" {
+					refused += st.Attempts - av.Pokes
+				}
+			}
 		case event.KindCompleted, event.KindFailed:
 			if h.RunID == active {
 				active = ""

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -18,9 +17,9 @@ import (
 // cmdStatus lists the pipelines' schedules and recent runs from the schedule and run-state
 // buckets; with --watch it redraws until interrupted.
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs := newFlags("status", args, stdout, stderr)
 	var c common
-	c.register(fs)
+	c.register(fs.FlagSet)
 	pipeline := fs.String("pipeline", "", "only this pipeline")
 	limit := fs.Int("limit", 20, "at most this many runs")
 	watch := fs.Bool("watch", false, "redraw until interrupted")
@@ -128,7 +127,10 @@ func (v statusView) render(ctx context.Context, w io.Writer) error {
 			break
 		}
 		detail := r.Detail
-		if r.Error != "" {
+		switch {
+		case r.State == runstate.Retrying:
+			detail += ": " + r.Error // when it runs again, and why it failed
+		case r.Error != "":
 			detail = r.Error
 		}
 		end := r.UpdatedAt

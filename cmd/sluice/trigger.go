@@ -15,9 +15,9 @@ import (
 
 // cmdTrigger requests one run of a date (a rerun if the date ran before) and follows it.
 func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("trigger", flag.ContinueOnError)
+	fs := newFlags("trigger", args, stdout, stderr)
 	var l launch
-	l.register(fs)
+	l.register(fs.FlagSet)
 	pipeline := fs.String("pipeline", "", "pipeline name")
 	ds := fs.String("date", "", "execution date, YYYY-MM-DD")
 	if err := fs.Parse(args); err != nil {
@@ -58,13 +58,16 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 	if !l.detach {
 		services = allServices
 	}
-	stackCtx, stop := context.WithCancel(ctx)
+	stackCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	st, err := l.connect(stackCtx, cfg, stderr, services...)
 	if err != nil {
 		stop()
 		return err
 	}
 	defer func() { stop(); _ = st.Wait() }()
+	if err := l.checkAttach(cfg, pipeline, stderr); err != nil {
+		return err
+	}
 	req := trigger.New(st.JS, st.Router.Runs(), st.Tracer, app.BusOptions(cfg))
 	var sla *config.SLA
 	if pc, ok := cfg.Pipeline(pipeline); ok {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -13,10 +12,10 @@ import (
 )
 
 // cmdUp runs all six services and the web console in this process until interrupted.
-func cmdUp(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("up", args, stdout, stderr)
 	var c common
-	c.register(fs)
+	c.register(fs.FlagSet)
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address for /healthz, /readyz and /metrics")
 	consoleAddr := fs.String("console", "", "address of the web console (default console.addr; off to run none)")
 	if err := fs.Parse(args); err != nil {
@@ -36,6 +35,9 @@ func cmdUp(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	log.Info("sluice up: all services running", "pipelines", len(cfg.Pipelines), "console", cfg.Console.URL)
+	if err := answerInfo(st, cfg, c.config); err != nil {
+		return err
+	}
+	log.Info("sluice up: all services running", "pipelines", len(cfg.Pipelines), "http", st.HTTPAddr(), "console", cfg.Console.URL)
 	return st.Wait()
 }

@@ -61,6 +61,10 @@ type StepResult struct {
 	StartedAt  time.Time `json:"started_at"`
 	DurationMS int64     `json:"duration_ms"`
 	Attempts   int       `json:"attempts"`
+	// LeaseAt and Pokes describe the sensor's wait: when the run took the pipeline's lease (its
+	// turn came) and how many times it asked the source for the file after that.
+	LeaseAt time.Time `json:"lease_at,omitzero"`
+	Pokes   int       `json:"pokes,omitempty"`
 }
 
 // Object is the raw file landed in object storage.
@@ -81,8 +85,11 @@ type Requested struct {
 // Available says the source has the file for ds.
 type Available struct {
 	Run
-	URL   string `json:"url"`
-	Pokes int    `json:"pokes"`
+	URL string `json:"url"`
+	// Pokes counts the source checks since the run took the lease (not the waits for its turn).
+	Pokes int `json:"pokes"`
+	// LeaseAt is when the run took the pipeline's lease.
+	LeaseAt time.Time `json:"lease_at,omitzero"`
 }
 
 // Landed says the raw file is in object storage.

@@ -44,6 +44,8 @@ func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
 type WaitError struct {
 	Delay  time.Duration
 	Reason string
+	// Queued is true when the run waits its turn behind other runs (a held lease), not for data.
+	Queued bool
 }
 
 func (e *WaitError) Error() string { return "waiting: " + e.Reason }
@@ -51,4 +53,9 @@ func (e *WaitError) Error() string { return "waiting: " + e.Reason }
 // Wait returns a *WaitError.
 func Wait(delay time.Duration, format string, args ...any) error {
 	return &WaitError{Delay: delay, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Queue returns a *WaitError for a run that waits its turn behind other runs.
+func Queue(delay time.Duration, format string, args ...any) error {
+	return &WaitError{Delay: delay, Reason: fmt.Sprintf(format, args...), Queued: true}
 }

@@ -102,14 +102,15 @@ func (r *Router) done(_ context.Context, d *delivery, outcome string) {
 // waited records a deferrable wait. The step's span stays open: the run record keeps its id,
 // start and this wait, and the delivery that ends the wait exports the span with one event per
 // wait, so a sensor that poked twenty times is one span, not twenty.
-func (r *Router) waited(ctx context.Context, d *delivery, reason string) {
+func (r *Router) waited(ctx context.Context, d *delivery, wait *WaitError) {
+	reason := wait.Reason
 	d.waiting = true
 	if m := r.metrics; m != nil {
 		m.StepOutcomes.WithLabelValues(d.run.Pipeline, d.rt.Step, metrics.OutcomeWait).Inc()
 		m.StepDuration.WithLabelValues(d.run.Pipeline, d.rt.Step, metrics.OutcomeWait).Observe(time.Since(d.started).Seconds())
 		if d.rt.pokes() && d.p != nil {
-			// The sensor waits for the source or for the lease; only the first is a poke.
-			if h, held, err := r.leases.Get(ctx, d.p.Name); err == nil && held && h.RunID != d.run.RunID {
+			// The sensor waits for the source or for its turn at the lease; only the first is a poke.
+			if wait.Queued {
 				m.LeaseContention.WithLabelValues(d.run.Pipeline).Inc()
 			} else {
 				m.Pokes.WithLabelValues(d.run.Pipeline, "not_ready").Inc()
@@ -119,7 +120,10 @@ func (r *Router) waited(ctx context.Context, d *delivery, reason string) {
 	sc := d.span.SpanContext()
 	keep := d.span.IsRecording() && sc.SpanID() != d.runSC.SpanID()
 	r.state(ctx, *d.run, func(rec *runstate.Record) {
-		rec.State, rec.Detail = runstate.Waiting, reason
+		rec.State, rec.Detail, rec.Stage = runstate.Waiting, reason, runstate.StageOf(d.rt.Consumes, true)
+		if wait.Queued {
+			rec.State = runstate.Queued
+		}
 		if !keep {
 			rec.Span = nil
 			return

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/sla"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
@@ -45,8 +46,13 @@ func Request(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvide
 		trace.WithAttributes(attribute.String("sluice.pipeline", pipeline), attribute.String("sluice.ds", ds),
 			attribute.String("sluice.run_id", req.RunID), attribute.String("sluice.trigger", trigger)))
 	defer span.End()
-	if err := Publish(runCtx, js, prefix, req); err != nil {
+	ack, err := publish(runCtx, js, prefix, req)
+	if err != nil {
 		return nil, err
+	}
+	// The run's place in the lease queue, before the caller can request anything else.
+	if err := lease.Join(ctx, js, pipeline, lease.Entry{Seq: ack.Sequence, DS: ds, RunID: req.RunID}); err != nil {
+		return req, fmt.Errorf("run %s requested: %w", req.RunID, err)
 	}
 	// After the request, never before: a deadline armed for a request that was then not stored
 	// would alert on a run that does not exist.

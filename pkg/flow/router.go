@@ -210,6 +210,13 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	if !terminal(rt.Consumes) {
 		r.state(ctx, *run, func(rec *runstate.Record) {
 			rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, rt.Step, attempt, d.runSC.TraceID().String()
+			rec.Stage, rec.Detail, rec.NextAttempt = runstate.StageOf(rt.Consumes, true), "", time.Time{}
+			if len(run.Steps) > len(rec.Steps) {
+				rec.Steps = run.Steps // the steps done so far travel with the event
+			}
+			if rec.Trigger == "" {
+				rec.Trigger = run.Trigger
+			}
 			open = rec.Span
 		})
 	}
@@ -235,6 +242,7 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		"attempt", attempt, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
 	ctx = WithLogger(ctx, log)
 	ctx = context.WithValue(ctx, attemptKey{}, attempt)
+	ctx = context.WithValue(ctx, sequenceKey{}, meta.Sequence.Stream)
 	if attempt == 1 {
 		r.lineageStart(d)
 	}
@@ -277,8 +285,11 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		r.finished(d)
 	case err == nil:
 		oh := out.Header()
-		oh.Steps = append(append([]event.StepResult(nil), run.Steps...), event.StepResult{
-			Step: rt.Step, StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempt})
+		step := event.StepResult{Step: rt.Step, StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempt}
+		if av, ok := out.(*event.Available); ok { // the sensor's wait, for the run's summary
+			step.LeaseAt, step.Pokes = av.LeaseAt, av.Pokes
+		}
+		oh.Steps = append(append([]event.StepResult(nil), run.Steps...), step)
 		crash.Point(rt.Step, crash.AfterHandle)
 		if err := r.publish(ctx, d, out); err != nil {
 			log.Warn("publish failed; will redeliver", "err", err)
@@ -291,14 +302,17 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		r.succeeded(ctx, d, out)
 		// The run's end is recorded before its lease goes: a leftover delivery that finds the
 		// lease free also finds the run ended (dropIfEnded).
+		// Handing on is written at the next event's stage: if the next step has already marked
+		// the run running, this write is older news and is dropped.
 		r.state(ctx, *oh, func(rec *runstate.Record) {
 			rec.Steps = oh.Steps
 			rec.Error = ""
 			rec.Span = nil
+			rec.Stage = runstate.StageOf(out.Kind(), false)
 			if out.Kind() == event.KindCompleted {
 				rec.State, rec.Detail = runstate.Completed, ""
 			} else {
-				rec.State, rec.Detail = runstate.Queued, "next: "+string(out.Kind())
+				rec.State, rec.Detail = runstate.Running, runstate.HandedOn+string(out.Kind())
 			}
 		})
 		if out.Kind() == event.KindCompleted {
@@ -309,14 +323,14 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	case errors.As(err, &wait):
 		_ = msg.NakWithDelay(wait.Delay)
 		log.Debug("waiting", "reason", wait.Reason, "delay", wait.Delay)
-		r.waited(ctx, d, wait.Reason)
+		r.waited(ctx, d, wait)
 	case errors.Is(err, ErrSkip):
 		_ = msg.Term()
 		log.Info("run skipped", "reason", err.Error())
 		r.done(ctx, d, metrics.OutcomeSkip)
 		r.skipped(ctx, d, err.Error())
 		r.state(ctx, *run, func(rec *runstate.Record) {
-			rec.State, rec.Detail, rec.Span = runstate.Skipped, err.Error(), nil
+			rec.State, rec.Detail, rec.Span, rec.NextAttempt = runstate.Skipped, err.Error(), nil, time.Time{}
 		})
 		// A skipped run that held the lease (say, a soft-failed sensor) gives it back, so the next
 		// run need not wait it out; Release does nothing for a run that never held it.
@@ -413,8 +427,10 @@ func (r *Router) retry(ctx context.Context, d *delivery, err error) {
 	if r.metrics != nil {
 		r.metrics.Retries.WithLabelValues(d.run.Pipeline, d.rt.Step).Inc()
 	}
+	next := time.Now().Add(delay).UTC()
 	r.state(ctx, *d.run, func(rec *runstate.Record) {
-		rec.Detail, rec.Error = fmt.Sprintf("retry %d of %d in %s", d.attempt, policy.MaxRetries(), delay), err.Error()
+		rec.State, rec.Step, rec.Stage, rec.NextAttempt = runstate.Retrying, d.rt.Step, runstate.StageOf(d.rt.Consumes, true), next
+		rec.Detail, rec.Error = fmt.Sprintf("retry %d of %d at %s", d.attempt, policy.MaxRetries(), next.Local().Format(time.TimeOnly)), err.Error()
 		rec.Span = nil
 	})
 }
@@ -444,7 +460,7 @@ func (r *Router) fail(ctx context.Context, d *delivery, class string, cause erro
 	r.failed(ctx, d, class, cause)
 	r.state(ctx, *run, func(rec *runstate.Record) {
 		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, d.attempt, cause.Error(), class
-		rec.Span = nil
+		rec.Span, rec.NextAttempt = nil, time.Time{}
 	})
 	if class != "fenced" {
 		if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
@@ -472,27 +488,41 @@ func (r *Router) state(ctx context.Context, run event.Run, fn func(*runstate.Rec
 // Publish sends an event on its subject with the trace context of ctx. The message id is
 // <run id>.<kind>, so a step that republishes after a crash is deduplicated by the stream.
 func Publish(ctx context.Context, js jetstream.JetStream, prefix string, e event.Event) error {
+	_, err := publish(ctx, js, prefix, e)
+	return err
+}
+
+func publish(ctx context.Context, js jetstream.JetStream, prefix string, e event.Event) (*jetstream.PubAck, error) {
 	data, err := event.Encode(e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h := e.Header()
 	m := &nats.Msg{Subject: event.Subject(prefix, h.Pipeline, e.Kind(), h.DS), Header: nats.Header{}, Data: data}
 	telemetry.Inject(ctx, m.Header)
-	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(h.RunID+"."+string(e.Kind()))); err != nil {
-		return fmt.Errorf("publish %s: %w", m.Subject, err)
+	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(h.RunID+"."+string(e.Kind())))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 	}
-	return nil
+	return ack, nil
 }
 
 type (
-	loggerKey  struct{}
-	attemptKey struct{}
+	loggerKey   struct{}
+	attemptKey  struct{}
+	sequenceKey struct{}
 )
 
 // Attempt returns which delivery of the message this is (1 for the first).
 func Attempt(ctx context.Context) int {
 	n, _ := ctx.Value(attemptKey{}).(int)
+	return n
+}
+
+// Sequence returns the stream sequence of the message being handled: for a requested event, the
+// run's place in the order of requests.
+func Sequence(ctx context.Context) uint64 {
+	n, _ := ctx.Value(sequenceKey{}).(uint64)
 	return n
 }
 

@@ -31,6 +31,8 @@ type Holder struct {
 	Fence      uint64    `json:"fence"`
 	AcquiredAt time.Time `json:"acquired_at"`
 	RenewedAt  time.Time `json:"renewed_at"`
+	// Pokes counts Acquire calls by the holding run: the sensor's deliveries, each a source check.
+	Pokes int `json:"pokes,omitempty"`
 }
 
 // HeldError says who holds the lease.
@@ -43,9 +45,10 @@ func (e *HeldError) Unwrap() error { return ErrHeld }
 
 // Leases acquires, renews and releases pipeline leases.
 type Leases struct {
-	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	now func() time.Time
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	stream jetstream.Stream // the bucket's stream, for the queue (queue.go)
+	now    func() time.Time
 }
 
 // New binds to the lease bucket (provisioned by bus.Provision).
@@ -54,7 +57,11 @@ func New(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}
-	return &Leases{js: js, kv: kv, now: time.Now}, nil
+	stream, err := js.Stream(ctx, "KV_"+bus.LeaseBucket)
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket stream: %w", err)
+	}
+	return &Leases{js: js, kv: kv, stream: stream, now: time.Now}, nil
 }
 
 // Acquire takes the pipeline's lease for runID, or confirms and renews it if runID already holds
@@ -65,7 +72,7 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 		switch {
 		case bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted):
 			now := l.now().UTC()
-			h := Holder{RunID: runID, DS: ds, AcquiredAt: now, RenewedAt: now}
+			h := Holder{RunID: runID, DS: ds, AcquiredAt: now, RenewedAt: now, Pokes: 1}
 			rev, err := l.kv.Create(ctx, pipeline, mustJSON(h), jetstream.KeyTTL(ttl))
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				continue // lost a race; look again
@@ -93,6 +100,7 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 			h.Fence = e.Revision()
 		}
 		h.RenewedAt = l.now().UTC()
+		h.Pokes++
 		if _, err := l.write(ctx, pipeline, h, e.Revision(), ttl); err != nil {
 			if isConflict(err) {
 				continue

@@ -81,7 +81,7 @@ type runEntry struct {
 	state    runstate.State
 }
 
-var allStates = []runstate.State{runstate.Queued, runstate.Waiting, runstate.Running, runstate.Completed, runstate.Failed, runstate.Skipped}
+var allStates = []runstate.State{runstate.Queued, runstate.Waiting, runstate.Running, runstate.Retrying, runstate.Completed, runstate.Failed, runstate.Skipped}
 
 // WatchRuns starts following the run-state bucket until ctx ends. pipelines get series at zero
 // before they have runs.
@@ -95,7 +95,7 @@ func WatchRuns(ctx context.Context, js jetstream.JetStream, pipelines []string, 
 		return nil, fmt.Errorf("watch run state: %w", err)
 	}
 	c := &RunsCollector{pipelines: pipelines, runs: map[string]runEntry{}, success: map[string]time.Time{},
-		state: prometheus.NewDesc(runNames[0], "Runs per state (queued, waiting, running, completed, failed, skipped), from the run-state bucket.", []string{"pipeline", "state"}, nil),
+		state: prometheus.NewDesc(runNames[0], "Runs per state (queued, waiting, running, retrying, completed, failed, skipped), from the run-state bucket.", []string{"pipeline", "state"}, nil),
 		last:  prometheus.NewDesc(runNames[1], "When the pipeline's most recent completed run finished (Unix seconds).", []string{"pipeline"}, nil),
 	}
 	go func() {

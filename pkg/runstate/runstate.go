@@ -1,6 +1,8 @@
-// Package runstate keeps each run's state (queued, waiting, running a step, completed, failed,
-// skipped) with its attempts, timings and error in a JetStream KV bucket, so `sluice status`
-// can show every run without asking any service.
+// Package runstate keeps each run's state (queued, waiting, running a step, retrying, completed,
+// failed, skipped) with its attempts, timings and error in a JetStream KV bucket, so `sluice
+// status` can show every run without asking any service. A run's state only moves forward: each
+// record carries its stage in the flow, and a write for an earlier stage (a step that reports
+// after the next step has started) is dropped, compare-and-set on the KV revision.
 package runstate
 
 import (
@@ -22,13 +24,22 @@ import (
 type State string
 
 const (
-	Queued    State = "queued"
-	Waiting   State = "waiting"
-	Running   State = "running"
+	// Queued: requested and not yet taken by the sensor, or waiting behind another run's lease.
+	Queued State = "queued"
+	// Waiting: the sensor holds the lease and waits for the source's file.
+	Waiting State = "waiting"
+	// Running: a step works on the run (Step names it).
+	Running State = "running"
+	// Retrying: a step failed transiently; it runs again at NextAttempt.
+	Retrying  State = "retrying"
 	Completed State = "completed"
 	Failed    State = "failed"
 	Skipped   State = "skipped"
 )
+
+// HandedOn starts the Detail of a run between two steps: the step named in Step is done and
+// the next one has not picked the run up yet (Detail names the event it was handed on as).
+const HandedOn = "done; handed on as "
 
 // Final reports whether a run in state s is over.
 func (s State) Final() bool { return s == Completed || s == Failed || s == Skipped }
@@ -51,6 +62,11 @@ type Record struct {
 	RequestedAt time.Time          `json:"requested_at"`
 	UpdatedAt   time.Time          `json:"updated_at"`
 	Steps       []event.StepResult `json:"steps,omitempty"`
+	// Stage is where in the flow the record was written (see StageOf); a write for an earlier
+	// stage never replaces it.
+	Stage int `json:"stage,omitempty"`
+	// NextAttempt is when a retrying step runs again.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	// Span is the trace span of a step that is waiting (a sensor poking): started at the first
 	// delivery and exported when the step stops waiting, with one event per wait.
 	Span *Span `json:"span,omitempty"`
@@ -86,12 +102,31 @@ func New(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	return &Store{kv: kv}, nil
 }
 
+// StageOf is the stage of a record written while the event of kind k is handled (working is
+// true: the step consuming k runs, waits or retries) or once it is published and not yet taken
+// (working is false). Stages follow the flow: requested, the sensor, available, the fetcher, ...
+func StageOf(k event.Kind, working bool) int {
+	i := 0
+	for j, kind := range event.Kinds {
+		if kind == k {
+			i = j
+			break
+		}
+	}
+	if working {
+		return 2*i + 1
+	}
+	return 2 * i
+}
+
 // Key is a run's KV key.
 func Key(pipeline, ds, runID string) string { return pipeline + "." + ds + "." + runID }
 
-// Update applies fn to the run's record (creating it) with optimistic concurrency. A run's end is
-// written once: an update that would move a record out of its final state (back to running, or
-// to another end, say a late failure after completion) is dropped.
+// Update applies fn to the run's record (creating it) with optimistic concurrency. State only
+// moves forward: an update that lowers the record's Stage (a step reporting after the next one
+// started) is dropped, and a run's end is written once: an update that would move a record out
+// of its final state (back to running, or to another end, say a late failure after completion)
+// is dropped too.
 func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error {
 	key := Key(r.Pipeline, r.DS, r.RunID)
 	for attempt := 0; attempt < 5; attempt++ {
@@ -107,10 +142,13 @@ func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error
 		case !bus.IsNotFound(err) && !errors.Is(err, jetstream.ErrKeyDeleted):
 			return fmt.Errorf("read run %s: %w", key, err)
 		}
-		before := rec.State
+		before, stage := rec.State, rec.Stage
 		fn(&rec)
 		if before.Final() && rec.State != before {
 			return nil
+		}
+		if rec.Stage < stage && !rec.State.Final() {
+			return nil // the run is already further on
 		}
 		rec.UpdatedAt = time.Now().UTC()
 		b, _ := json.Marshal(rec)

@@ -24,6 +24,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/schedule"
 	"github.com/sluice-etl/sluice/pkg/sla"
@@ -151,6 +152,12 @@ func (r *Requester) Publish(ctx context.Context, p Planned) (Result, error) {
 		return Result{}, fmt.Errorf("request %s %s: publish %s: %w", p.Pipeline, p.DS, m.Subject, err)
 	}
 	runID := p.RunID
+	if !ack.Duplicate {
+		// The run's place in the lease queue, before the caller requests the next date.
+		if err := lease.Join(ctx, r.js, p.Pipeline, lease.Entry{Seq: ack.Sequence, DS: p.DS, RunID: runID}); err != nil {
+			return Result{}, fmt.Errorf("request %s %s: %w", p.Pipeline, p.DS, err)
+		}
+	}
 	if ack.Duplicate {
 		if runID, err = r.original(ctx, ack.Sequence); err != nil {
 			return Result{}, fmt.Errorf("request %s %s: %w", p.Pipeline, p.DS, err)

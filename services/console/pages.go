@@ -177,8 +177,8 @@ func stepCells(rec runstate.Record) []cell {
 		}
 		out[i] = c
 	}
-	// A queued run between steps: the next step not yet done is queued.
-	if rec.State == runstate.Queued && rec.Step != "" {
+	// A run between steps: the next step not yet done is queued.
+	if rec.State == runstate.Running && strings.HasPrefix(rec.Detail, runstate.HandedOn) {
 		for i, step := range Steps {
 			if _, ok := done[step]; !ok && out[i].State == "none" {
 				out[i] = cell{State: "queued", Title: step + ": queued"}
@@ -197,7 +197,7 @@ func describe(r runstate.Record) string {
 	if r.Attempts > 1 {
 		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
 	}
-	if r.Detail != "" && !strings.HasPrefix(r.Detail, "next:") {
+	if r.Detail != "" && !strings.HasPrefix(r.Detail, runstate.HandedOn) {
 		s += ": " + r.Detail
 	}
 	if r.Error != "" {
@@ -350,7 +350,7 @@ type gridView struct {
 // States lists the run states the grid filters by: those pkg/runstate defines, then any other
 // state found in the records (a newer writer's).
 func (c *Console) states(runs []runstate.Record) []string {
-	out := []string{string(runstate.Queued), string(runstate.Waiting), string(runstate.Running), string(runstate.Completed),
+	out := []string{string(runstate.Queued), string(runstate.Waiting), string(runstate.Running), string(runstate.Retrying), string(runstate.Completed),
 		string(runstate.Failed), string(runstate.Skipped)}
 	for _, r := range runs {
 		if !slices.Contains(out, string(r.State)) {

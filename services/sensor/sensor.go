@@ -21,11 +21,13 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
+	"github.com/sluice-etl/sluice/pkg/runstate"
 )
 
 // Service is the sensor as an app service.
 var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
 	s := New(d.HTTPClient(30*time.Second), d.Router.Leases())
+	s.runs = d.Router.Runs()
 	if err := s.ServeWebhooks(ctx, d); err != nil {
 		return nil, err
 	}
@@ -39,6 +41,8 @@ var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *a
 type Sensor struct {
 	http   *http.Client
 	leases *lease.Leases
+	// runs tells the lease queue which runs ended without taking the lease; nil: none did.
+	runs *runstate.Store
 	// marks are the webhooks' "available" marks; nil when no pipeline has a webhook.
 	marks *marks
 	now   func() time.Time
@@ -66,13 +70,7 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 		flow.Logger(ctx).Info("webhook already published available for this run; dropping the parked request")
 		return nil, nil
 	}
-	holder, err := s.leases.Acquire(ctx, p.Name, req.RunID, req.DS, p.Lease.TTL)
-	if held := (*lease.HeldError)(nil); errors.As(err, &held) {
-		if p.Lease.OnBusy == "skip" {
-			return nil, fmt.Errorf("%w: %v", flow.ErrSkip, err)
-		}
-		return nil, flow.Wait(jittered(p.Sensor, p.Sensor.PokeInterval, s.rand()), "queued behind run %s (ds %s)", held.Holder.RunID, held.Holder.DS)
-	}
+	holder, err := s.takeTurn(ctx, p, req)
 	if err != nil {
 		return nil, err
 	}
@@ -80,12 +78,12 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 	run.Fence = holder.Fence
 	url := config.Expand(p.Source.URL, p.Name, req.DS, req.RunID)
 	if marked == markReady {
-		return &event.Available{Run: run, URL: url, Pokes: flow.Attempt(ctx)}, nil
+		return &event.Available{Run: run, URL: url, Pokes: max(holder.Pokes, 1), LeaseAt: holder.AcquiredAt}, nil
 	}
 	status, err := s.poke(ctx, p, url)
 	switch {
 	case err == nil && Ready(p.Sensor, status):
-		return &event.Available{Run: run, URL: url, Pokes: flow.Attempt(ctx)}, nil
+		return &event.Available{Run: run, URL: url, Pokes: max(holder.Pokes, 1), LeaseAt: holder.AcquiredAt}, nil
 	case err == nil && (status == http.StatusUnauthorized || status == http.StatusForbidden):
 		return nil, flow.Permanentf("source %s answered %d: check the source's credentials", url, status)
 	}
@@ -95,7 +93,7 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 	}
 	waited := s.now().Sub(holder.AcquiredAt)
 	if waited >= p.Sensor.Timeout {
-		msg := fmt.Sprintf("source %s not available after %s (%d pokes; last: %s)", url, p.Sensor.Timeout, flow.Attempt(ctx), why)
+		msg := fmt.Sprintf("source %s not available after %s (%d pokes; last: %s)", url, p.Sensor.Timeout, holder.Pokes, why)
 		if !p.Sensor.SoftFail {
 			return nil, flow.Permanent(errors.New(msg))
 		}
@@ -103,6 +101,75 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 		return nil, fmt.Errorf("%w (soft_fail): %s", flow.ErrSkip, msg)
 	}
 	return nil, flow.Wait(NextWait(p.Sensor, waited, s.rand()), "source %s %s", url, why)
+}
+
+// takeTurn takes the pipeline's lease for the run if it is the run's turn: the run already holds
+// it (a redelivery while it waits for its file), or the lease is free and no run requested
+// before it still waits (lease/queue.go). Otherwise the run waits its turn, or is skipped with
+// on_busy: skip.
+func (s *Sensor) takeTurn(ctx context.Context, p *config.Pipeline, req *event.Requested) (lease.Holder, error) {
+	h, held, err := s.leases.Get(ctx, p.Name)
+	if err != nil {
+		return lease.Holder{}, err
+	}
+	mine := held && h.RunID == req.RunID
+	skip := func(why string) error {
+		if err := s.leases.Leave(ctx, p.Name, req.RunID); err != nil {
+			flow.Logger(ctx).Warn("leave the lease queue", "err", err)
+		}
+		return fmt.Errorf("%w: %s", flow.ErrSkip, why)
+	}
+	if held && !mine && p.Lease.OnBusy == "skip" {
+		return lease.Holder{}, skip(fmt.Sprintf("lease held by run %s (ds %s)", h.RunID, h.DS))
+	}
+	if !mine {
+		if err := s.leases.Join(ctx, p.Name, lease.Entry{Seq: flow.Sequence(ctx), DS: req.DS, RunID: req.RunID}); err != nil {
+			return lease.Holder{}, err
+		}
+		head, ahead, err := s.leases.Turn(ctx, p.Name, req.RunID, s.ended(ctx, p.Name))
+		if err != nil {
+			return lease.Holder{}, err
+		}
+		wait := jittered(p.Sensor, p.Sensor.PokeInterval, s.rand())
+		if head.RunID != req.RunID {
+			if held {
+				return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s) with %d run(s) ahead", h.RunID, h.DS, ahead)
+			}
+			return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s, requested first) with %d run(s) ahead", head.RunID, head.DS, ahead)
+		}
+		if held {
+			return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s), next in line", h.RunID, h.DS)
+		}
+	}
+	holder, err := s.leases.Acquire(ctx, p.Name, req.RunID, req.DS, p.Lease.TTL)
+	if held := (*lease.HeldError)(nil); errors.As(err, &held) {
+		if p.Lease.OnBusy == "skip" {
+			return lease.Holder{}, skip(err.Error())
+		}
+		// Another run took the lease between the look and the take (a run that held it expired
+		// and came back): wait, still at the head.
+		return lease.Holder{}, flow.Queue(jittered(p.Sensor, p.Sensor.PokeInterval, s.rand()), "queued behind run %s (ds %s), next in line", held.Holder.RunID, held.Holder.DS)
+	}
+	if err != nil {
+		return lease.Holder{}, err
+	}
+	if !mine {
+		if err := s.leases.Leave(ctx, p.Name, req.RunID); err != nil {
+			flow.Logger(ctx).Warn("leave the lease queue", "err", err)
+		}
+	}
+	return holder, nil
+}
+
+// ended reports queue entries whose runs ended without taking the lease.
+func (s *Sensor) ended(ctx context.Context, pipeline string) func(lease.Entry) bool {
+	if s.runs == nil {
+		return nil
+	}
+	return func(e lease.Entry) bool {
+		rec, err := s.runs.Get(ctx, pipeline, e.DS, e.RunID)
+		return err == nil && rec.State.Final()
+	}
 }
 
 // Ready reports whether a source's status code means the file is there: one of the pipeline's

@@ -165,9 +165,9 @@ func TestBusyLeaseQueuesOrSkips(t *testing.T) {
 	eventually(t, 10*time.Second, "the skip-policy run is skipped", func() bool {
 		return e.state(t, "skipping", "2026-11-24", skipped).State == runstate.Skipped
 	})
-	eventually(t, 10*time.Second, "the queue-policy run waits", func() bool {
+	eventually(t, 10*time.Second, "the queue-policy run is queued", func() bool {
 		rec := e.state(t, "queued", "2026-11-24", queued)
-		return rec.State == runstate.Waiting && rec.Attempts >= 2
+		return rec.State == runstate.Queued && rec.Attempts >= 2
 	})
 	if src.count("2026-11-24") != 0 {
 		t.Error("a run without the lease poked the source")

@@ -529,7 +529,8 @@ func (w *webhooks) complete(ctx context.Context, p *config.Pipeline, l leaseRead
 	}
 	if err := w.runs.Update(ctx, run, func(rec *runstate.Record) {
 		rec.Steps, rec.Error = run.Steps, ""
-		rec.State, rec.Step, rec.Detail = runstate.Queued, "sensor", "next: available (webhook)"
+		rec.State, rec.Step, rec.Detail = runstate.Running, "sensor", runstate.HandedOn+"available (webhook)"
+		rec.Stage = runstate.StageOf(event.KindAvailable, false)
 	}); err != nil {
 		w.log.Warn("record run state", "pipeline", p.Name, "ds", ds, "run_id", runID, "err", err)
 	}

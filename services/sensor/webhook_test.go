@@ -169,8 +169,8 @@ func TestWebhookRejectsBadPushesAndTriggersNothing(t *testing.T) {
 	}
 	// The parked copy is gone from the sensor's consumer, so it can never publish a second time.
 	eventually(t, 5*time.Second, "the parked request leaves the sensor's consumer", func() bool { return pending(t, e) == 0 })
-	if rec := e.state(t, "orders", ds, run); rec.State != runstate.Queued || len(rec.Steps) != 1 {
-		t.Errorf("run state after the push: %+v, want queued for the next step with the sensor step recorded", rec)
+	if rec := e.state(t, "orders", ds, run); rec.State != runstate.Running || rec.Stage != runstate.StageOf(event.KindAvailable, false) || len(rec.Steps) != 1 {
+		t.Errorf("run state after the push: %+v, want handed on to the next step with the sensor step recorded", rec)
 	}
 
 	// The same push again: refused as a replay, nothing published.
