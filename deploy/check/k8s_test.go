@@ -240,11 +240,15 @@ func literalEnv(vars []corev1.EnvVar) map[string]string {
 	return m
 }
 
-func jobContainers(t *testing.T, obj any) []corev1.Container {
+// podContainers are the containers of a Deployment's or a Job's pod template.
+func podContainers(t *testing.T, obj any) []corev1.Container {
 	t.Helper()
-	j, ok := obj.(*batchv1.Job)
-	if !ok {
-		t.Fatalf("%T is not a Job", obj)
+	switch x := obj.(type) {
+	case *appsv1.Deployment:
+		return x.Spec.Template.Spec.Containers
+	case *batchv1.Job:
+		return x.Spec.Template.Spec.Containers
 	}
-	return j.Spec.Template.Spec.Containers
+	t.Fatalf("%T has no pod template", obj)
+	return nil
 }
