@@ -216,3 +216,15 @@ deny contains v if {
 	object.get(variable.config, "sensitive", false) != true
 	v := violation("sensitive_variable", variable, "variable holding a secret must be sensitive = true")
 }
+
+# --- secrets in instance user data --------------------------------------------------------------
+
+# The seed's EC2 host got the database password through user_data, which anyone with
+# ec2:DescribeInstanceAttribute (and the instance itself, over IMDS) can read.
+deny contains v if {
+	some r in input.resource
+	r.type in {"aws_instance", "aws_launch_template"}
+	some k in {"user_data", "user_data_base64"}
+	regex.match(`(?i)(password|secret|token)`, json.marshal(object.get(r.config, k, "")))
+	v := violation("no_secret_in_user_data", r, sprintf("%s passes a secret (%s): instances read secrets from Secrets Manager at boot, never from user data", [k, object.get(r.config[k], "expr", "literal")]))
+}

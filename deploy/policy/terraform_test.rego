@@ -107,3 +107,13 @@ test_secret_variable_must_be_sensitive if {
 	ok := json.patch(v, [{"op": "add", "path": "/config/sensitive", "value": true}])
 	count(rules({"terraform": [tf], "variable": [ok]})) == 0
 }
+
+test_user_data_with_password_fires if {
+	i := res("aws_instance", "db", {"metadata_options": [{"http_tokens": "required"}], "user_data": {"expr": "templatefile(\"x\", { db_password = var.db_password })"}})
+	"no_secret_in_user_data" in rules({"terraform": [tf], "resource": [i]})
+}
+
+test_user_data_without_secret_passes if {
+	i := res("aws_instance", "db", {"metadata_options": [{"http_tokens": "required"}], "user_data": "#!/bin/sh\necho hello\n"})
+	count(rules({"terraform": [tf], "resource": [i]})) == 0
+}
