@@ -145,7 +145,7 @@ func checkReadmeTable(t *testing.T, rows []fixtureRow) {
 	var b bytes.Buffer
 	b.WriteString(tableBegin + "\n\n| rule | bad fixture | message |\n|---|---|---|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| `%s` | [%s](%s) | %s |\n", r.rule, filepath.Base(filepath.Dir(r.fixture))+"/"+filepath.Base(r.fixture), strings.TrimPrefix(r.fixture, "deploy/"), strings.ReplaceAll(r.msg, "|", `\|`))
+		fmt.Fprintf(&b, "| `%s` | [%s](%s) | %s |\n", r.rule, filepath.Base(filepath.Dir(r.fixture))+"/"+filepath.Base(r.fixture), strings.TrimPrefix(r.fixture, "deploy/"), strings.ReplaceAll(strings.Join(strings.Fields(r.msg), " "), "|", `\|`))
 	}
 	b.WriteString("\n" + tableEnd)
 	readme := path(t, "deploy", "README.md")
