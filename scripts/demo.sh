@@ -39,3 +39,6 @@ echo
 echo "orders by partition:"
 psql "$DATABASE_URL" -X -q -c "SELECT tableoid::regclass AS partition, count(*) AS rows, count(DISTINCT order_id) AS distinct_ids, min(updated_at), max(updated_at) FROM orders GROUP BY 1 ORDER BY 1"
 psql "$DATABASE_URL" -X -q -t -A -c "SELECT 'total: ' || count(*) || ' rows, ' || count(DISTINCT order_id) || ' distinct order_id' FROM orders"
+
+echo
+echo "Console: .sluice/bin/sluice console --config sluice.yaml   then open http://127.0.0.1:8090/pipelines/orders"

@@ -1,6 +1,7 @@
 // Command sluice is sluice's command line: run the whole system in one process (`up`), run one
 // execution date end to end (`run`), request runs and follow them (`trigger`, `backfill`),
-// pause and unpause schedules, show runs (`status`), and serve sample data (`sample-source`).
+// pause and unpause schedules, show runs (`status`), serve the web console (`console`) and
+// sample data (`sample-source`).
 package main
 
 import (
@@ -26,6 +27,7 @@ Usage:
   sluice unpause       --config FILE --pipeline NAME
   sluice status        --config FILE [--nats URL] [--pipeline NAME] [--limit N] [--watch]
   sluice retention     --config FILE --pipeline NAME
+  sluice console       --config FILE [--nats URL] [--addr HOST:PORT]
   sluice sample-source [--addr HOST:PORT] [--rows N] [--dir DIR] [--delay D]
 
 With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
@@ -101,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"pause":         cmdPause,
 		"unpause":       cmdUnpause,
 		"retention":     cmdRetention,
+		"console":       cmdConsole,
 		"sample-source": cmdSampleSource,
 	}
 	cmd, ok := cmds[args[0]]

@@ -701,13 +701,18 @@ func (c *Console) pageLogs(w http.ResponseWriter, r *http.Request) {
 		if step != "" && l.Service != step {
 			continue
 		}
-		key := l.Service + "#" + strconv.Itoa(l.Attempt)
-		g := index[key]
+		// One group per step; each line says its attempt (lines a service logs on its own,
+		// without the router's attempt, take the attempt of the line before).
+		g := index[l.Service]
 		if g == nil {
-			g = &logGroup{Service: l.Service, Attempt: l.Attempt}
-			index[key] = g
+			g = &logGroup{Service: l.Service}
+			index[l.Service] = g
 			groups = append(groups, g)
 		}
+		if l.Attempt == 0 {
+			l.Attempt = g.Attempt
+		}
+		g.Attempt = max(g.Attempt, l.Attempt)
 		line := logLine{Record: l}
 		if len(l.Attrs) > 0 {
 			keys := make([]string, 0, len(l.Attrs))
