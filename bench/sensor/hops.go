@@ -93,7 +93,7 @@ func measureHops(ctx context.Context, dir string, n int) (*hopsResult, error) {
 	defer stop()
 	var stacks []*app.Stack
 	for _, svc := range []app.Service{sensorSvc, fetcherSvc} {
-		st, err := app.Start(sctx, cfg, log, app.Options{NATSURL: b.ns.ClientURL()}, svc)
+		st, err := app.Start(sctx, cfg, log, app.Options{NATSURL: b.ns.ClientURL(), Provision: true}, svc)
 		if err != nil {
 			return nil, err
 		}

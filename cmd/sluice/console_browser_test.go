@@ -128,7 +128,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
-	st, err := app.Start(ctx, cfg, telemetry.Logger(logs, slog.LevelInfo), app.Options{}, allServices...)
+	st, err := app.Start(ctx, cfg, telemetry.Logger(logs, slog.LevelInfo), app.Options{Provision: true}, allServices...)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -171,7 +171,7 @@ func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env 
 	ctx, cancel := context.WithCancel(context.Background())
 	log := telemetry.Logger(e.logs, slog.LevelDebug)
 	for _, svc := range allServices {
-		st, err := app.Start(ctx, cfg, log, app.Options{}, svc)
+		st, err := app.Start(ctx, cfg, log, app.Options{Provision: true}, svc)
 		if err != nil {
 			cancel()
 			t.Fatalf("start %s: %v", svc.Name, err)

@@ -19,6 +19,7 @@ const usage = `sluice — event-driven ETL on NATS JetStream
 
 Usage:
   sluice up            --config FILE [--nats URL] [--http ADDR] [--console ADDR|off]
+  sluice provision     --config FILE [--nats URL] [--roles FILE] [--no-nats] [--no-postgres]
   sluice run           --config FILE --pipeline NAME --date YYYY-MM-DD [--nats URL] [--timeout D]
   sluice trigger       --config FILE --pipeline NAME --date YYYY-MM-DD [--detach] [--timeout D]
   sluice backfill      --config FILE --pipeline NAME --from YYYY-MM-DD --to YYYY-MM-DD
@@ -31,7 +32,9 @@ Usage:
   sluice sample-source [--addr HOST:PORT] [--rows N] [--dir DIR] [--delay D]
 
 With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
-at nats.listen, or else starts an embedded JetStream server storing in nats.data_dir.
+at nats.listen, or else starts an embedded JetStream server storing in nats.data_dir (and
+provisions it). Against an external server, 'sluice provision' (admin credentials) creates the
+stream, KV buckets, consumers and database tables once; services only bind to them.
 'sluice COMMAND --help' describes a command's flags.
 
 Exit codes of run, trigger and backfill:
@@ -96,6 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"up":            cmdUp,
+		"provision":     cmdProvision,
 		"run":           cmdRun,
 		"status":        cmdStatus,
 		"trigger":       cmdTrigger,

@@ -107,7 +107,7 @@ func startUp(t *testing.T, status int, timeout string, softFail bool) *upStack {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
-	st, err := app.Start(ctx, cfg, telemetry.Logger(logs, slog.LevelDebug), app.Options{NATSURL: ns.ClientURL()}, sensor.Service)
+	st, err := app.Start(ctx, cfg, telemetry.Logger(logs, slog.LevelDebug), app.Options{NATSURL: ns.ClientURL(), Provision: true}, sensor.Service)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -34,6 +34,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluice-etl/sluice/pkg/app"
+	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
@@ -257,6 +259,9 @@ func startStackWith(t *testing.T, otlpEndpoint, protocol, sourceURL, lineageURL 
 		t.Fatal(err)
 	}
 	st.nc, st.js = natstest.Connect(t, ns)
+	if err := bus.Provision(context.Background(), st.js, app.BusOptions(st.cfg)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := st.nc.Subscribe("etl.>", st.events.add); err != nil {
 		t.Fatal(err)
 	}

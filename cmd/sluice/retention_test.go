@@ -139,7 +139,7 @@ func TestRetentionCommand(t *testing.T) {
 func startBare(t *testing.T, cfg *config.Config) *app.Stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := app.Start(ctx, cfg, telemetry.Logger(io.Discard, slog.LevelInfo), app.Options{NoRouter: true})
+	st, err := app.Start(ctx, cfg, telemetry.Logger(io.Discard, slog.LevelInfo), app.Options{NoRouter: true, Provision: true})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -187,7 +187,7 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 		}
 	})
 	start := func(ctx context.Context, svc app.Service) *app.Stack {
-		st, err := app.Start(ctx, cfg, log, app.Options{}, svc)
+		st, err := app.Start(ctx, cfg, log, app.Options{Provision: true}, svc)
 		if err != nil {
 			t.Fatalf("start %s: %v", svc.Name, err)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluice-etl/sluice/cmd/sluice/internal/embedded"
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
@@ -144,7 +145,7 @@ func (c *common) connect(ctx context.Context, cfg *config.Config, stderr io.Writ
 			services = nil
 		}
 	}
-	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: url, NoRouter: len(services) == 0, Env: os.LookupEnv}, services...)
+	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: url, NoRouter: len(services) == 0, Env: os.LookupEnv, Embed: embedded.Start}, services...)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/sluice-etl/sluice/cmd/sluice/internal/embedded"
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/services/console"
@@ -26,7 +27,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := telemetry.Logger(stderr, slog.LevelInfo)
-	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: c.nats, HTTPAddr: *httpAddr, Env: os.LookupEnv}, allServices...)
+	st, err := app.Start(ctx, cfg, log, app.Options{NATSURL: c.nats, HTTPAddr: *httpAddr, Env: os.LookupEnv, Embed: embedded.Start}, allServices...)
 	if err != nil {
 		return err
 	}

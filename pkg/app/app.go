@@ -17,7 +17,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,21 +94,31 @@ func (d *Deps) Postgres(ctx context.Context) (*pgxpool.Pool, error) {
 	if d.pool != nil {
 		return d.pool, nil
 	}
-	pcfg, err := pgxpool.ParseConfig(d.Config.Postgres.URL.Reveal())
+	pool, err := PostgresPool(ctx, d.Config)
+	if err != nil {
+		return nil, err
+	}
+	d.pool = pool
+	return pool, nil
+}
+
+// PostgresPool opens a pool on postgres.url whose statements are spans of the run they serve.
+// Errors name the URL's reference, never the URL.
+func PostgresPool(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.Postgres.URL.Reveal())
 	if err != nil {
 		// pgx errors can echo the URL; report the reference instead.
-		return nil, fmt.Errorf("postgres (%s): invalid connection settings", d.Config.Postgres.URL)
+		return nil, fmt.Errorf("postgres (%s): invalid connection settings", cfg.Postgres.URL)
 	}
 	pcfg.ConnConfig.Tracer = telemetry.PgxTracer{} // a span per statement and COPY of a run
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres (%s): invalid connection settings", d.Config.Postgres.URL)
+		return nil, fmt.Errorf("postgres (%s): invalid connection settings", cfg.Postgres.URL)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres (%s): %w", d.Config.Postgres.URL, err)
+		return nil, fmt.Errorf("postgres (%s): %w", cfg.Postgres.URL, err)
 	}
-	d.pool = pool
 	return pool, nil
 }
 
@@ -133,16 +142,44 @@ func (d *Deps) S3(ctx context.Context) (*s3.Client, error) {
 	return c, nil
 }
 
+// NATSAuth is the NATS identity the config gives (resolved secret references).
+func NATSAuth(cfg *config.Config) bus.Auth {
+	n := cfg.NATS
+	a := bus.Auth{User: n.User.Reveal(), Password: n.Password.Reveal(), Creds: n.Creds.Reveal(), NKeySeed: n.NKey.Reveal()}
+	if n.TLS != nil {
+		a.TLSCA, a.TLSCert, a.TLSKey = cfg.Path(n.TLS.CA), cfg.Path(n.TLS.Cert), cfg.Path(n.TLS.Key)
+	}
+	return a
+}
+
 // BusOptions are the broker options from config.
 func BusOptions(cfg *config.Config) bus.Options {
 	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix,
 		Logs: logstream.Limits{MaxAge: cfg.Console.Logs.MaxAge, MaxBytes: cfg.Console.Logs.MaxBytes}}
 }
 
+// EmbeddedServer is a NATS server running inside the process (the sluice CLI's; see Options.Embed).
+type EmbeddedServer interface {
+	ClientURL() string
+	Shutdown()
+	WaitForShutdown()
+}
+
 // Options choose how a process connects and what it serves.
 type Options struct {
 	// NATSURL overrides the config's nats.url.
 	NATSURL string
+	// Embed starts a NATS server in this process when neither NATSURL nor nats.url is set;
+	// only the sluice CLI has one (cmd/sluice/internal/embedded), so a service binary without
+	// a NATS URL fails at start. A process on its own embedded server provisions it.
+	Embed func(dir, listen string) (EmbeddedServer, error)
+	// Provision creates the stream, buckets and consumers at start against an external server
+	// too (it needs admin credentials); services normally bind to what `sluice provision` made.
+	Provision bool
+	// Identity names a process that runs no single service (the console, the CLI) to NATS: its
+	// inbox prefix is _INBOX_<Identity>. Default: the service's name for a single-service
+	// process, else nats.user; with neither, _INBOX.
+	Identity string
 	// HTTPAddr serves /healthz, /readyz and /metrics when set.
 	HTTPAddr string
 	// NoRouter connects without consuming (CLI commands that only publish or read).
@@ -155,7 +192,7 @@ type Options struct {
 // Stack is a running process: broker connection (and embedded server), router, HTTP endpoint.
 type Stack struct {
 	*Deps
-	server *server.Server
+	server EmbeddedServer
 	http   *http.Server
 	addr   string
 	done   chan error
@@ -179,24 +216,59 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	if url == "" {
 		url = cfg.NATS.URL.Reveal()
 	}
+	provision := o.Provision
 	if url == "" {
-		ns, err := bus.Embedded(cfg.Path(cfg.NATS.DataDir), cfg.NATS.Listen)
+		if o.Embed == nil {
+			return nil, errors.New("no NATS server: set nats.url in the config or pass --nats (only the sluice CLI embeds a server)")
+		}
+		ns, err := o.Embed(cfg.Path(cfg.NATS.DataDir), cfg.NATS.Listen)
 		if err != nil {
 			return nil, err
 		}
 		st.server = ns
 		url = ns.ClientURL()
+		provision = true // its own world: nobody else provisions it
 		log.Info("embedded nats started", "url", url, "store", cfg.Path(cfg.NATS.DataDir))
 	}
 	name := "sluice"
 	for _, s := range services {
 		name += "-" + s.Name
 	}
-	nc, js, err := bus.Connect(url, name, log)
+	who, identity := "sluice", o.Identity
+	if single != "" {
+		who, identity = single, single
+	}
+	if identity == "" {
+		identity = cfg.NATS.User.Reveal()
+	}
+	co := bus.ConnectOptions{Name: name, Who: who, Auth: NATSAuth(cfg)}
+	if identity != "" {
+		co.Inbox = "_INBOX_" + identity
+	}
+	conn, err := bus.Connect(url, co, log)
 	if err != nil {
 		st.shutdownServer()
 		return nil, err
 	}
+	if st.server == nil && len(services) > 0 {
+		// Fail now, naming the subject, if the user lacks a permission a service needs later.
+		var needs []bus.Need
+		names := make([]string, len(cfg.Pipelines))
+		for i, p := range cfg.Pipelines {
+			names[i] = p.Name
+		}
+		for _, s := range services {
+			needs = append(needs, bus.Needs(s.Name, BusOptions(cfg), names, co.Inbox)...)
+		}
+		if err := conn.CheckPermissions(ctx, who, needs); errors.Is(err, bus.ErrCannotCheck) {
+			log.Debug("nats permissions not checked at start", "err", err)
+		} else if err != nil {
+			conn.NC.Close()
+			st.shutdownServer()
+			return nil, err
+		}
+	}
+	nc, js := conn.NC, conn.JS
 	// Every record of a run also goes to the log stream (after the same redaction), for the console.
 	logs := logstream.NewPublisher(nc, cfg.NATS.SubjectPrefix, 0)
 	pub := telemetry.Redact(slog.New(telemetry.WithRunContext(logs.Handler(slog.LevelInfo))), cfg.Secrets())
@@ -206,40 +278,69 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		log = log.With("service", single)
 	}
 	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry(), service: single, logs: logs}
+	// Until the stack has started, a subject the server refuses this user ends the start at
+	// once with that subject, instead of a request that hangs until its timeout.
+	var refused error
+	started := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case refused = <-conn.Refused:
+			nc.Close()
+		case <-started:
+		}
+	}()
+	fail := func(err error) (*Stack, error) {
+		close(started)
+		<-watchDone
+		st.close()
+		if refused != nil {
+			return nil, refused
+		}
+		return nil, err
+	}
 	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routerOpts, err := st.observe(ctx, name, o.Env)
 	if err != nil {
-		st.close()
-		return nil, err
+		return fail(err)
 	}
-	if err := bus.Provision(ctx, js, BusOptions(cfg)); err != nil {
-		st.close()
-		return nil, err
+	if provision {
+		if err := bus.Provision(ctx, js, BusOptions(cfg)); err != nil {
+			return fail(err)
+		}
 	}
+	routerOpts = append(routerOpts, flow.WithProvisionedConsumers())
 	if st.Router, err = flow.NewRouter(ctx, js, BusOptions(cfg), cfg.Pipelines, st.Tracer, log, routerOpts...); err != nil {
-		st.close()
-		return nil, err
+		return fail(err)
 	}
 	var routes []flow.Route
 	for _, s := range services {
 		rs, err := s.Routes(ctx, st.Deps)
 		if err != nil {
-			st.close()
-			return nil, fmt.Errorf("start %s: %w", s.Name, err)
+			return fail(fmt.Errorf("start %s: %w", s.Name, err))
 		}
 		routes = append(routes, rs...)
 	}
 	if !o.NoRouter && len(routes) > 0 {
 		if err := st.watch(ctx, routes); err != nil {
-			st.close()
-			return nil, err
+			return fail(err)
+		}
+		// Bind to every route's consumer now, so a missing or refused one fails the start.
+		if err := st.Router.Bind(ctx, routes...); err != nil {
+			return fail(err)
 		}
 	}
 	if o.HTTPAddr != "" {
 		if err := st.serveHTTP(o.HTTPAddr); err != nil {
-			st.close()
-			return nil, err
+			return fail(err)
 		}
+	}
+	close(started)
+	<-watchDone
+	if refused != nil {
+		st.close()
+		return nil, refused
 	}
 	if o.NoRouter || len(routes) == 0 {
 		close(st.ready)
@@ -315,7 +416,7 @@ func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Wr
 	fs := flag.NewFlagSet("sluice-"+svc.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "sluice.yaml", "config file")
-	natsURL := fs.String("nats", "", "NATS URL (overrides nats.url; empty with no nats.url runs an embedded server)")
+	natsURL := fs.String("nats", "", "NATS URL (overrides nats.url; credentials go in nats.user/password, creds or nkey, never the URL)")
 	httpAddr := fs.String("http", ":8080", "address for /healthz, /readyz and /metrics")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -323,6 +424,9 @@ func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Wr
 	cfg, err := config.Load(*cfgPath, lookup)
 	if err != nil {
 		return err
+	}
+	if *natsURL == "" && cfg.NATS.URL.Reveal() == "" {
+		return fmt.Errorf("%s: no NATS server: set nats.url or pass --nats (a service binary embeds none; `sluice up` runs everything on an embedded one)", *cfgPath)
 	}
 	log := telemetry.Logger(stderr, slog.LevelInfo)
 	st, err := Start(ctx, cfg, log, Options{NATSURL: *natsURL, HTTPAddr: *httpAddr, Env: lookup}, svc)

@@ -1,19 +1,16 @@
-// Package bus connects sluice to NATS JetStream: it starts the embedded server of the local
-// topology, connects to an external one otherwise, and provisions (idempotently, at every start)
-// the events stream, the KV buckets and the durable consumers every service shares.
+// Package bus connects sluice to NATS JetStream and provisions what the services share: the
+// events stream, the KV buckets and every durable consumer. Provisioning needs admin
+// credentials and runs once (`sluice provision`, or the CLI's embedded server at its start);
+// services only bind to what exists. The embedded server itself lives in the sluice CLI
+// (cmd/sluice/internal/embedded), so service binaries do not link nats-server.
 package bus
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"strconv"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/event"
@@ -41,67 +38,39 @@ type Options struct {
 	Logs logstream.Limits
 }
 
-// Embedded starts a JetStream server storing in dir and listening on listen (host:port).
-func Embedded(dir, listen string) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(listen)
-	if err != nil {
-		return nil, fmt.Errorf("nats listen address %q: %w", listen, err)
+// Webhook buckets of the sensor (push mode).
+const (
+	// MarkBucket holds a mark per <pipeline>.<ds> whose file a webhook announced.
+	MarkBucket = "sluice_sensor_marks"
+	// HookIDBucket remembers accepted webhook ids for twice the webhook timestamp tolerance:
+	// inside that window a replayed push is refused.
+	HookIDBucket = "sluice_webhook_ids"
+	// HookIDTTL is how long an accepted webhook id is remembered (twice the sensor's
+	// 5-minute timestamp tolerance).
+	HookIDTTL = 10 * time.Minute
+	// MarkTTL is how long a mark is kept: reruns of a ds within it skip the source check.
+	MarkTTL = 30 * 24 * time.Hour
+)
+
+// Buckets are the KV buckets sluice uses, as provisioned.
+func Buckets() []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		// Leases carry a per-key TTL, so the broker expires the lease of a holder that died.
+		{Bucket: LeaseBucket, Description: "one active run per pipeline", Storage: jetstream.FileStorage, LimitMarkerTTL: time.Minute},
+		{Bucket: RunBucket, Description: "run state", Storage: jetstream.FileStorage, History: 1, TTL: 90 * 24 * time.Hour},
+		{Bucket: AlertBucket, Description: "alerts sent, for deduplication", Storage: jetstream.FileStorage, TTL: 30 * 24 * time.Hour},
+		{Bucket: ScheduleBucket, Description: "schedule state per pipeline", Storage: jetstream.FileStorage, History: 1},
+		{Bucket: MarkBucket, Description: "sources announced by webhooks", Storage: jetstream.FileStorage, History: 1, TTL: MarkTTL},
+		{Bucket: HookIDBucket, Description: "webhook ids seen, against replays", Storage: jetstream.FileStorage, History: 1, TTL: HookIDTTL},
 	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
-	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "sluice-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoSigs:     true,
-		NoLog:      true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded nats: %w", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(15 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s did not become ready (is the port in use?)", listen)
-	}
-	return ns, nil
 }
 
-// Connect dials url with reconnects, naming the connection after the service.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
-	)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
-
-// Provision creates or updates the events stream, the log stream and the KV buckets. It is safe to call from
-// every service at every start.
-func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
+// StreamConfig is the events stream as provisioned.
+func StreamConfig(o Options) jetstream.StreamConfig {
 	if o.Dedup == 0 {
 		o.Dedup = 10 * time.Minute
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "sluice run events",
 		Subjects:    []string{o.SubjectPrefix + ".>"},
@@ -114,27 +83,91 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		// (Nats-Schedule); a schedule replaces its previous version by a subject rollup.
 		AllowMsgSchedules: true,
 		AllowRollup:       true,
-	})
-	if err != nil {
+	}
+}
+
+// Provision creates or updates the events stream, the log stream, the KV buckets and every service's durable
+// consumer (Consumers), idempotently. It needs credentials that may manage streams and
+// consumers: `sluice provision` runs it with the admin user, and the CLI's embedded server at
+// its start; services only bind (BindConsumer, js.KeyValue).
+func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
+	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(o)); err != nil {
 		return fmt.Errorf("provision stream %s: %w", o.Stream, err)
 	}
 	logs := logstream.StreamConfig(o.Stream, o.SubjectPrefix, o.Logs)
 	if _, err := js.CreateOrUpdateStream(ctx, logs); err != nil {
 		return fmt.Errorf("provision stream %s: %w", logs.Name, err)
 	}
-	buckets := []jetstream.KeyValueConfig{
-		// Leases carry a per-key TTL, so the broker expires the lease of a holder that died.
-		{Bucket: LeaseBucket, Description: "one active run per pipeline", Storage: jetstream.FileStorage, LimitMarkerTTL: time.Minute},
-		{Bucket: RunBucket, Description: "run state", Storage: jetstream.FileStorage, History: 1, TTL: 90 * 24 * time.Hour},
-		{Bucket: AlertBucket, Description: "alerts sent, for deduplication", Storage: jetstream.FileStorage, TTL: 30 * 24 * time.Hour},
-		{Bucket: ScheduleBucket, Description: "schedule state per pipeline", Storage: jetstream.FileStorage, History: 1},
-	}
-	for _, b := range buckets {
+	for _, b := range Buckets() {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("provision kv %s: %w", b.Bucket, err)
 		}
 	}
+	for _, c := range Consumers(o) {
+		if _, err := js.CreateOrUpdateConsumer(ctx, o.Stream, c.Config); err != nil {
+			return fmt.Errorf("provision consumer %s: %w", c.Config.Durable, err)
+		}
+	}
 	return nil
+}
+
+// Durable consumer names. Each service pulls only from its own.
+const (
+	SensorConsumer      = "sensor"
+	FetcherConsumer     = "fetcher"
+	ValidatorConsumer   = "validator"
+	PartitionerConsumer = "partitioner"
+	DBTRunnerConsumer   = "dbtrunner"
+	// The alerter has one consumer per kind it reports on, so a backlog of one kind never
+	// holds up another.
+	AlerterConsumer          = "alerter"
+	AlerterSLAConsumer       = "alerter-sla"
+	AlerterCompletedConsumer = "alerter-completed"
+	// The sensor's scheduler reads the broker's schedule ticks, and run ends (completed,
+	// failed) so the next interval follows a run's end.
+	TickConsumer = "scheduler"
+	EndConsumer  = "scheduler-ends"
+)
+
+// Consumer is a durable consumer of the events stream and the service that pulls from it.
+type Consumer struct {
+	Service string
+	Config  jetstream.ConsumerConfig
+}
+
+// Consumers are every durable consumer of the events stream, in flow order.
+func Consumers(o Options) []Consumer {
+	return []Consumer{
+		{"sensor", ConsumerConfig(o, SensorConsumer, event.KindRequested)},
+		{"sensor", schedulerConsumer(TickConsumer, o.SubjectPrefix+".*.tick")},
+		{"sensor", schedulerConsumer(EndConsumer, event.Filter(o.SubjectPrefix, event.KindCompleted), event.Filter(o.SubjectPrefix, event.KindFailed))},
+		{"fetcher", ConsumerConfig(o, FetcherConsumer, event.KindAvailable)},
+		{"validator", ConsumerConfig(o, ValidatorConsumer, event.KindLanded)},
+		{"partitioner", ConsumerConfig(o, PartitionerConsumer, event.KindValidated)},
+		{"dbtrunner", ConsumerConfig(o, DBTRunnerConsumer, event.KindPartitioned)},
+		{"alerter", ConsumerConfig(o, AlerterConsumer, event.KindFailed)},
+		{"alerter", ConsumerConfig(o, AlerterSLAConsumer, event.KindSLAMissed)},
+		{"alerter", ConsumerConfig(o, AlerterCompletedConsumer, event.KindCompleted)},
+	}
+}
+
+func schedulerConsumer(name string, filters ...string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: name, Description: "sluice " + name, FilterSubjects: filters,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
+		// A new deployment starts from now: the first tick it publishes covers what was due.
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}
+}
+
+// BindConsumer returns the provisioned durable consumer name of stream. A missing consumer
+// is an error saying to provision; a refused request is reported by the connection (Connect).
+func BindConsumer(ctx context.Context, js jetstream.JetStream, stream, name string) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %s has no consumer %s: run `sluice provision` first", stream, name)
+	}
+	return c, err
 }
 
 // ConsumerConfig is the durable consumer a step uses: replicas of a service share it.
@@ -170,4 +203,13 @@ func maxDeliver(consumes event.Kind) int {
 // IsNotFound reports a missing key or bucket.
 func IsNotFound(err error) bool {
 	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
+}
+
+// KeyValue binds to a provisioned KV bucket; a missing one is an error saying to provision.
+func KeyValue(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("KV bucket %s does not exist: run `sluice provision` first", bucket)
+	}
+	return kv, err
 }

@@ -37,13 +37,32 @@ type Config struct {
 	Dir string `yaml:"-"`
 }
 
-// NATS says where the broker is. With URL empty sluice runs an embedded server.
+// NATS says where the broker is and who this process is to it. With URL empty the sluice CLI
+// runs an embedded server. Credentials never come from the URL: a URL with a user or password
+// is refused.
 type NATS struct {
 	URL           secret.Value `yaml:"url"`
 	Listen        string       `yaml:"listen"`
 	DataDir       string       `yaml:"data_dir"`
 	SubjectPrefix string       `yaml:"subject_prefix"`
 	Stream        string       `yaml:"stream"`
+	// User is the NATS user name (literal, or a reference so one file serves every container);
+	// Password must be a reference. Creds (a creds file's content) and NKey (a user seed) are
+	// references too; at most one way to authenticate is set.
+	User     secret.Value `yaml:"user"`
+	Password secret.Value `yaml:"password"`
+	Creds    secret.Value `yaml:"creds"`
+	NKey     secret.Value `yaml:"nkey"`
+	TLS      *NATSTLS     `yaml:"tls"`
+}
+
+// NATSTLS configures TLS to NATS (tls:// URLs, or any URL of a server that requires TLS): the
+// CA that signed the server's certificate, and a client certificate and key for mutual TLS.
+// Paths are relative to the config file.
+type NATSTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Postgres is the warehouse connection. The URL holds a password, so it must be a reference.
@@ -435,7 +454,7 @@ func Parse(name string, b []byte) (*Config, error) {
 
 // Resolve resolves every reference in the config.
 func (c *Config) Resolve(lookup secret.Lookup) error {
-	vals := []*secret.Value{&c.NATS.URL, &c.Postgres.URL, &c.S3.Endpoint, &c.S3.AccessKey, &c.S3.SecretKey}
+	vals := []*secret.Value{&c.NATS.URL, &c.NATS.User, &c.NATS.Password, &c.NATS.Creds, &c.NATS.NKey, &c.Postgres.URL, &c.S3.Endpoint, &c.S3.AccessKey, &c.S3.SecretKey}
 	if c.Alerts.Slack != nil {
 		vals = append(vals, &c.Alerts.Slack.Token)
 	}
@@ -459,7 +478,28 @@ func (c *Config) Resolve(lookup secret.Lookup) error {
 			return err
 		}
 	}
+	if urlHasCredentials(c.NATS.URL.Reveal()) {
+		return fmt.Errorf("nats.url (%s) holds credentials: set nats.user/nats.password, nats.creds or nats.nkey (secret references) instead", c.NATS.URL)
+	}
 	return nil
+}
+
+// urlHasCredentials reports a user or password in a NATS URL or comma-separated list of them.
+func urlHasCredentials(raw string) bool {
+	for _, one := range strings.Split(raw, ",") {
+		one = strings.TrimSpace(one)
+		rest := one
+		if i := strings.Index(one, "://"); i >= 0 {
+			rest = one[i+3:]
+		}
+		if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+			rest = rest[:j]
+		}
+		if strings.Contains(rest, "@") {
+			return true
+		}
+	}
+	return false
 }
 
 // Secrets returns the resolved secret values, for redaction checks.
@@ -470,6 +510,9 @@ func (c *Config) Secrets() []string {
 			out = append(out, s)
 		}
 	}
+	add(c.NATS.Password)
+	add(c.NATS.Creds)
+	add(c.NATS.NKey)
 	add(c.Postgres.URL)
 	add(c.S3.AccessKey)
 	add(c.S3.SecretKey)
@@ -660,6 +703,33 @@ var (
 	tokenRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
+func (n *NATS) validate() error {
+	if urlHasCredentials(n.URL.Literal()) {
+		return fieldErr("nats.url", "holds credentials: set nats.user/nats.password, nats.creds or nats.nkey (secret references) instead")
+	}
+	for path, v := range map[string]secret.Value{"nats.password": n.Password, "nats.creds": n.Creds, "nats.nkey": n.NKey} {
+		if err := v.RequireReference(); err != nil {
+			return fieldErr(path, "%v", err)
+		}
+	}
+	ways := 0
+	for _, v := range []secret.Value{n.Password, n.Creds, n.NKey} {
+		if !v.IsZero() {
+			ways++
+		}
+	}
+	if ways > 1 {
+		return fieldErr("nats", "set one of nats.password (with nats.user), nats.creds or nats.nkey")
+	}
+	if !n.Password.IsZero() && n.User.IsZero() {
+		return fieldErr("nats.password", "needs nats.user")
+	}
+	if n.TLS != nil && (n.TLS.Cert == "") != (n.TLS.Key == "") {
+		return fieldErr("nats.tls", "needs both cert and key for a client certificate, or neither")
+	}
+	return nil
+}
+
 // Validate checks values and cross-field rules; it returns the first problem as a *FieldError.
 func (c *Config) Validate() error {
 	if !tokenRe.MatchString(c.NATS.SubjectPrefix) {
@@ -670,6 +740,9 @@ func (c *Config) Validate() error {
 	}
 	if !tokenRe.MatchString(c.NATS.Stream) {
 		return fieldErr("nats.stream", "%q must be letters, digits, _ or -", c.NATS.Stream)
+	}
+	if err := c.NATS.validate(); err != nil {
+		return err
 	}
 	if c.Postgres.URL.IsZero() {
 		return fieldErr("postgres.url", "is required")

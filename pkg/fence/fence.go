@@ -21,9 +21,17 @@ type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// Ensure creates the fences table.
+// Ensure creates the fences table unless it exists (`sluice provision` makes it; a service's
+// role may write rows but not create tables, which CREATE TABLE IF NOT EXISTS needs anyway).
 func Ensure(ctx context.Context, db DB) error {
-	_, err := db.Exec(ctx, `CREATE TABLE IF NOT EXISTS sluice_fences (
+	tag, err := db.Exec(ctx, `SELECT 1 WHERE to_regclass('sluice_fences') IS NULL`)
+	if err != nil {
+		return fmt.Errorf("look up sluice_fences: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
+	}
+	_, err = db.Exec(ctx, `CREATE TABLE IF NOT EXISTS sluice_fences (
 		pipeline text PRIMARY KEY,
 		token    bigint NOT NULL,
 		run_id   text NOT NULL,

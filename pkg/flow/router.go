@@ -64,6 +64,9 @@ type Router struct {
 	metrics   *metrics.Metrics
 	lineage   *lineage.Emitter
 	datasets  lineage.Namespaces
+	// bind: the consumers exist (provisioned); bind to them instead of creating them.
+	bind  bool
+	bound map[string]jetstream.Consumer
 	// DrainTimeout bounds how long Run waits for in-flight handlers at shutdown.
 	DrainTimeout time.Duration
 }
@@ -73,6 +76,11 @@ type Option func(*Router)
 
 // WithMetrics records step, run, poke, lease, rows and bytes series in m.
 func WithMetrics(m *metrics.Metrics) Option { return func(r *Router) { r.metrics = m } }
+
+// WithProvisionedConsumers makes the router bind to the routes' durable consumers, which
+// `sluice provision` (bus.Provision) created, instead of creating them: a service's NATS user may
+// not create consumers. Without it (tests, tools) Run creates or updates them.
+func WithProvisionedConsumers() Option { return func(r *Router) { r.bind = true } }
 
 // WithRunTracer makes the runs' root spans with tp (default: the router's provider).
 func WithRunTracer(tp trace.TracerProvider) Option {
@@ -128,11 +136,11 @@ func (r *Router) Run(ctx context.Context, routes ...Route) error {
 	}
 	defer stopWatch()
 	var wg sync.WaitGroup
+	if err := r.Bind(ctx, routes...); err != nil {
+		return err
+	}
 	for _, rt := range routes {
-		cons, err := r.js.CreateOrUpdateConsumer(ctx, r.opts.Stream, bus.ConsumerConfig(r.opts, rt.durable(), rt.Consumes))
-		if err != nil {
-			return fmt.Errorf("consumer %s: %w", rt.durable(), err)
-		}
+		cons := r.bound[rt.durable()]
 		r.initSeries(rt)
 		workers := rt.Workers
 		if workers <= 0 {
@@ -155,6 +163,31 @@ func (r *Router) Run(ctx context.Context, routes ...Route) error {
 		r.log.Warn("drain timeout: cancelling in-flight handlers", "timeout", r.DrainTimeout)
 		cancelWork()
 		<-done
+	}
+	return nil
+}
+
+// Bind finds (with WithProvisionedConsumers) or creates each route's durable consumer. Run
+// calls it; a process calls it before to fail its start on a missing or refused consumer.
+func (r *Router) Bind(ctx context.Context, routes ...Route) error {
+	if r.bound == nil {
+		r.bound = map[string]jetstream.Consumer{}
+	}
+	for _, rt := range routes {
+		if r.bound[rt.durable()] != nil {
+			continue
+		}
+		var cons jetstream.Consumer
+		var err error
+		if r.bind {
+			cons, err = bus.BindConsumer(ctx, r.js, r.opts.Stream, rt.durable())
+		} else {
+			cons, err = r.js.CreateOrUpdateConsumer(ctx, r.opts.Stream, bus.ConsumerConfig(r.opts, rt.durable(), rt.Consumes))
+		}
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", rt.durable(), err)
+		}
+		r.bound[rt.durable()] = cons
 	}
 	return nil
 }

@@ -53,7 +53,7 @@ type Leases struct {
 
 // New binds to the lease bucket (provisioned by bus.Provision).
 func New(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
-	kv, err := js.KeyValue(ctx, bus.LeaseBucket)
+	kv, err := bus.KeyValue(ctx, js, bus.LeaseBucket)
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}

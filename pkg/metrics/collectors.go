@@ -86,7 +86,7 @@ var allStates = []runstate.State{runstate.Queued, runstate.Waiting, runstate.Run
 // WatchRuns starts following the run-state bucket until ctx ends. pipelines get series at zero
 // before they have runs.
 func WatchRuns(ctx context.Context, js jetstream.JetStream, pipelines []string, log *slog.Logger) (*RunsCollector, error) {
-	kv, err := js.KeyValue(ctx, bus.RunBucket)
+	kv, err := bus.KeyValue(ctx, js, bus.RunBucket)
 	if err != nil {
 		return nil, fmt.Errorf("run state bucket: %w", err)
 	}

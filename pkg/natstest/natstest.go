@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -45,4 +47,34 @@ func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) 
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// ServerFromConfig starts a server from config text, read by the server's own parser
+// (server.ProcessConfigFile) as nats-server would read it; text may include files relative to
+// dir, where it is written. JetStream stores in dir/jetstream; listen on 127.0.0.1:-1 in text
+// picks a free port.
+func ServerFromConfig(t testing.TB, dir, text string) *server.Server {
+	t.Helper()
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats config: %v", err)
+	}
+	opts.NoSigs = true
+	if opts.StoreDir == "" {
+		opts.StoreDir = filepath.Join(dir, "jetstream")
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
 }

@@ -95,7 +95,7 @@ type Store struct {
 
 // New binds to the run bucket (provisioned by bus.Provision).
 func New(ctx context.Context, js jetstream.JetStream) (*Store, error) {
-	kv, err := js.KeyValue(ctx, bus.RunBucket)
+	kv, err := bus.KeyValue(ctx, js, bus.RunBucket)
 	if err != nil {
 		return nil, fmt.Errorf("run state bucket: %w", err)
 	}

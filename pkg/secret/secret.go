@@ -49,6 +49,15 @@ func (v Value) RequireReference() error {
 	return nil
 }
 
+// Literal returns the text of a value given literally (not a reference), for checks before
+// resolution; "" for a reference.
+func (v Value) Literal() string {
+	if v.IsReference() {
+		return ""
+	}
+	return v.ref
+}
+
 // Resolve reads the referenced value. A literal resolves to itself.
 func (v *Value) Resolve(lookup Lookup) error {
 	switch {

@@ -256,7 +256,7 @@ type States struct{ kv jetstream.KeyValue }
 
 // NewStates binds to the schedule bucket (provisioned by bus.Provision).
 func NewStates(ctx context.Context, js jetstream.JetStream) (*States, error) {
-	kv, err := js.KeyValue(ctx, bus.ScheduleBucket)
+	kv, err := bus.KeyValue(ctx, js, bus.ScheduleBucket)
 	if err != nil {
 		return nil, fmt.Errorf("schedule bucket: %w", err)
 	}

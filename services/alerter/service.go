@@ -13,7 +13,7 @@ import (
 // Service is the alerter as an app service: one route (and durable consumer) per event kind it
 // reports on, so a backlog of one kind never holds up another.
 var Service = app.Service{Name: "alerter", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
-	kv, err := d.JS.KeyValue(ctx, bus.AlertBucket)
+	kv, err := bus.KeyValue(ctx, d.JS, bus.AlertBucket)
 	if err != nil {
 		return nil, err
 	}

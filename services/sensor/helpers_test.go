@@ -113,7 +113,7 @@ func startSensor(t *testing.T, pipelines string, env_ map[string]string) *env {
 		return e.logs.Write(p)
 	}), slog.LevelDebug)
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := app.Start(ctx, cfg, log, app.Options{HTTPAddr: "127.0.0.1:0"}, sensor.Service)
+	st, err := app.Start(ctx, cfg, log, app.Options{HTTPAddr: "127.0.0.1:0", Provision: true}, sensor.Service)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

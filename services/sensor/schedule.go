@@ -37,11 +37,11 @@ import (
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-// Consumers of the scheduler, shared by all sensor replicas.
+// Consumers of the scheduler, shared by all sensor replicas (provisioned by bus.Provision).
 const (
-	TickConsumer = "scheduler"
+	TickConsumer = bus.TickConsumer
 	// EndConsumer reads completed and failed events, so the next interval follows a run's end.
-	EndConsumer = "scheduler-ends"
+	EndConsumer = bus.EndConsumer
 )
 
 // Scheduler turns schedule ticks into requested events.
@@ -103,12 +103,11 @@ func StartScheduler(ctx context.Context, d *app.Deps) error {
 	if len(s.pipelines) == 0 {
 		return nil
 	}
-	ticks, err := d.JS.CreateOrUpdateConsumer(ctx, opts.Stream, schedulerConsumer(TickConsumer, trigger.TickFilter(opts.SubjectPrefix)))
+	ticks, err := bus.BindConsumer(ctx, d.JS, opts.Stream, TickConsumer)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", TickConsumer, err)
 	}
-	ends, err := d.JS.CreateOrUpdateConsumer(ctx, opts.Stream, schedulerConsumer(EndConsumer,
-		event.Filter(opts.SubjectPrefix, event.KindCompleted), event.Filter(opts.SubjectPrefix, event.KindFailed)))
+	ends, err := bus.BindConsumer(ctx, d.JS, opts.Stream, EndConsumer)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", EndConsumer, err)
 	}
@@ -120,15 +119,6 @@ func StartScheduler(ctx context.Context, d *app.Deps) error {
 	go s.consume(ctx, ticks, s.onTick)
 	go s.consume(ctx, ends, s.onEnd)
 	return nil
-}
-
-func schedulerConsumer(name string, filters ...string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable: name, Description: "sluice " + name, FilterSubjects: filters,
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
-		// A new deployment starts from now: the first tick it publishes covers what was due.
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-	}
 }
 
 // consume handles one message at a time until ctx is done; a failed message comes back after a

@@ -37,6 +37,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/app"
+	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
@@ -45,13 +46,13 @@ import (
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
-// KV buckets the sensor owns.
+// KV buckets the sensor owns (provisioned by bus.Provision).
 const (
 	// MarkBucket holds a mark per <pipeline>.<ds> whose file a webhook announced.
-	MarkBucket = "sluice_sensor_marks"
+	MarkBucket = bus.MarkBucket
 	// HookIDBucket remembers accepted webhook ids for twice the timestamp tolerance: inside that
 	// window a replay is caught by its id, outside it by its timestamp.
-	HookIDBucket = "sluice_webhook_ids"
+	HookIDBucket = bus.HookIDBucket
 )
 
 // Webhook request headers (Standard Webhooks).
@@ -61,11 +62,9 @@ const (
 	HeaderSignature = "webhook-signature"
 )
 
-// Tolerance is how far a webhook's timestamp may be from the sensor's clock.
-const Tolerance = 5 * time.Minute
-
-// markTTL is how long a mark is kept: reruns of a ds within it skip the source check.
-const markTTL = 30 * 24 * time.Hour
+// Tolerance is how far a webhook's timestamp may be from the sensor's clock; the id bucket
+// keeps ids for twice as long (bus.HookIDTTL).
+const Tolerance = bus.HookIDTTL / 2
 
 // SigningKey turns a webhook secret into its HMAC key: "whsec_<base64>" is decoded as the
 // Standard Webhooks specification says; any other text is used as it is.
@@ -118,10 +117,9 @@ type marks struct {
 }
 
 func openMarks(ctx context.Context, js jetstream.JetStream, cfg *config.Config) (*marks, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: MarkBucket,
-		Description: "sources announced by webhooks", Storage: jetstream.FileStorage, History: 1, TTL: markTTL})
+	kv, err := bus.KeyValue(ctx, js, MarkBucket)
 	if err != nil {
-		return nil, fmt.Errorf("provision kv %s: %w", MarkBucket, err)
+		return nil, fmt.Errorf("kv %s: %w", MarkBucket, err)
 	}
 	bo := app.BusOptions(cfg)
 	st, err := js.Stream(ctx, bo.Stream)
@@ -242,10 +240,9 @@ func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
 	if err != nil {
 		return err
 	}
-	ids, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: HookIDBucket,
-		Description: "webhook ids seen, against replays", Storage: jetstream.FileStorage, History: 1, TTL: 2 * Tolerance})
+	ids, err := bus.KeyValue(ctx, d.JS, HookIDBucket)
 	if err != nil {
-		return fmt.Errorf("provision kv %s: %w", HookIDBucket, err)
+		return fmt.Errorf("kv %s: %w", HookIDBucket, err)
 	}
 	w.marks, w.ids = m, ids
 	w.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_webhook_requests_total",

@@ -96,17 +96,25 @@ func prepareStaging(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contra
 			return fmt.Errorf("create schema: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, c.StagingDDL(p.Target.Schema, p.StagingTable, part)); err != nil {
-		return fmt.Errorf("create: %w", err)
+	// A staging table `sluice provision` made is only checked: the loader role may write its
+	// rows but not create tables (CREATE TABLE IF NOT EXISTS needs that even when it exists).
+	table := pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize()
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&exists); err != nil {
+		return fmt.Errorf("look up table: %w", err)
 	}
-	// Slices of every ds accumulate; each load deletes one, and dbt reads one.
-	index := p.StagingTable + "_" + part + "_idx"
-	if len(index) > 63 {
-		index = index[:63]
-	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
-		pgx.Identifier{index}.Sanitize(), pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), pgx.Identifier{part}.Sanitize())); err != nil {
-		return fmt.Errorf("create index: %w", err)
+	if !exists {
+		if _, err := tx.Exec(ctx, c.StagingDDL(p.Target.Schema, p.StagingTable, part)); err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
+		// Slices of every ds accumulate; each load deletes one, and dbt reads one.
+		index := p.StagingTable + "_" + part + "_idx"
+		if len(index) > 63 {
+			index = index[:63]
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
+			pgx.Identifier{index}.Sanitize(), table, pgx.Identifier{part}.Sanitize())); err != nil {
+			return fmt.Errorf("create index: %w", err)
+		}
 	}
 	return checkShape(ctx, tx, p, c)
 }
