@@ -39,7 +39,16 @@ var (
 	buildErr  error
 )
 
-// binaries builds the service binaries once per test run.
+// TestMain removes the binaries built for the package's tests (binaries) when they end.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds the service binaries once per test run; TestMain removes them.
 func binaries(t *testing.T) string {
 	t.Helper()
 	root := testenv.RepoRoot(t)
