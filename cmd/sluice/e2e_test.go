@@ -38,6 +38,7 @@ import (
 // six services started as its own stack with its own connection, so they meet only on JetStream.
 type env struct {
 	cfg    *config.Config
+	path   string // the config file
 	nc     *nats.Conn
 	stacks []*app.Stack
 	pg     string
@@ -162,7 +163,7 @@ func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg = cfg
+	e.cfg, e.path = cfg, path
 	nc, _ := natstest.Connect(t, ns)
 	e.nc = nc
 	if _, err := nc.Subscribe("etl.>", e.events.add); err != nil {

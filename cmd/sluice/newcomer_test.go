@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +25,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
@@ -267,3 +270,116 @@ func TestBackfillTakesTheLeaseOldestFirst(t *testing.T) {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+// sluice run through the six services on real PostgreSQL, S3 and dbt: while it runs, `status`
+// never sees the run move backward and sees each state for what it is (waiting for the file,
+// running dbt); the summary shows the wait apart from the work and where the rows went.
+func TestRunSummaryShowsTheWaitAndWhereRowsWent(t *testing.T) {
+	opts := samplesource.Options{Rows: 300, UpdateRatio: 0.2, Delay: time.Second}
+	h, err := samplesource.Handler(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := httptest.NewServer(h)
+	defer src.Close()
+	e := startEnv(t, src.URL, 2*time.Minute)
+	for k, v := range e.secret {
+		t.Setenv(k, v)
+	}
+	runs := e.stacks[0].Router.Runs()
+	ctx := context.Background()
+
+	type seen struct {
+		stage int
+		what  string
+	}
+	var mu sync.Mutex
+	var states []seen
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { // `sluice status` polling the run
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			recs, err := runs.Runs(ctx, "orders", "2026-11-24")
+			if err != nil || len(recs) == 0 {
+				continue
+			}
+			r := recs[len(recs)-1]
+			mu.Lock()
+			states = append(states, seen{r.Stage, string(r.State) + " " + r.Step})
+			mu.Unlock()
+		}
+	}()
+	out1, code := sluice(ctx, "run", "--config", e.path, "--pipeline", "orders", "--date", "2026-11-24", "--timeout", "4m")
+	close(stop)
+	<-watched
+	if code != 0 {
+		t.Fatalf("sluice run 2026-11-24: exit %d\n%s", code, out1)
+	}
+	mu.Lock()
+	var whats []string
+	for i, s := range states {
+		if i > 0 && s.stage < states[i-1].stage {
+			t.Errorf("status saw the run move backward: %q (stage %d) after %q (stage %d)", s.what, s.stage, states[i-1].what, states[i-1].stage)
+		}
+		if len(whats) == 0 || whats[len(whats)-1] != s.what {
+			whats = append(whats, s.what)
+		}
+	}
+	mu.Unlock()
+	for _, want := range []string{"waiting sensor", "running dbtrunner", "completed dbtrunner"} {
+		if !slices.Contains(whats, want) {
+			t.Errorf("status never showed %q; it showed %v", want, whats)
+		}
+	}
+
+	// The wait (about a second of pokes) apart from the work, and the whole run's time.
+	for _, re := range []string{
+		`completed in [0-9.]+m?s \(requested `,
+		`wait +[0-9.]+m?s +requested → available \([0-9.]+m?s for its turn at the lease, [0-9.]+m?s for the file: [2-9][0-9]* poke\(s\) of the source\)`,
+		`work +[0-9.]+m?s +the steps below`,
+		`(?m)^  dbtrunner +[0-9.]+m?s +1$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out1) {
+			t.Errorf("summary does not match %s:\n%s", re, out1)
+		}
+	}
+	if regexp.MustCompile(`(?m)^  sensor +`).MatchString(out1) {
+		t.Errorf("the sensor's wait is listed as a step of work:\n%s", out1)
+	}
+	// Day 1 inserts all its rows (the sample's "updates" of 2026-11-23 orders were never loaded).
+	if !regexp.MustCompile(`(?m)^  public\.orders_p20261124 +360 +0 +0 +0 +0$`).MatchString(out1) {
+		t.Errorf("day 1: want 360 inserted into orders_p20261124:\n%s", out1)
+	}
+	// Day 2 updates 60 of day 1's orders: they move out of day 1's partition into day 2's.
+	out2, code := sluice(ctx, "run", "--config", e.path, "--pipeline", "orders", "--date", "2026-11-25", "--timeout", "4m")
+	if code != 0 {
+		t.Fatalf("sluice run 2026-11-25: exit %d\n%s", code, out2)
+	}
+	for _, re := range []string{
+		`(?m)^  public\.orders_p20261125 +300 +0 +60 +0 +0$`,
+		`(?m)^  public\.orders_p20261124 +0 +0 +0 +60 +0$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out2) {
+			t.Errorf("day 2 summary does not match %s:\n%s", re, out2)
+		}
+	}
+	// A rerun of day 1 changes nothing, and says which partition holds the newer versions.
+	out3, code := sluice(ctx, "run", "--config", e.path, "--pipeline", "orders", "--date", "2026-11-24", "--timeout", "4m")
+	if code != 0 {
+		t.Fatalf("rerun of 2026-11-24: exit %d\n%s", code, out3)
+	}
+	for _, re := range []string{
+		`(?m)^  public\.orders_p20261124 +0 +0 +0 +0 +300$`,
+		`(?m)^  public\.orders_p20261125 +0 +0 +0 +0 +60$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out3) {
+			t.Errorf("rerun summary does not match %s:\n%s", re, out3)
+		}
+	}
+}

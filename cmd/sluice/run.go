@@ -248,6 +248,16 @@ func (w *watcher) summary(c *event.Completed) {
 	tw.Flush()
 	fmt.Fprintf(w.out, "  object     s3://%s/%s  %d bytes  sha256 %s\n", c.Object.Bucket, c.Object.Key, c.Object.Size, c.Object.SHA256)
 	fmt.Fprintf(w.out, "  rows       %d staged → %s: %d inserted, %d updated, %d unchanged\n", c.Staged, c.Partition, c.Inserted, c.Updated, c.Unchanged)
+	if len(c.Partitions) > 0 {
+		// Where the rows went: an update of a row stored in another date's partition moves it
+		// into this one; a staged row older than the stored one leaves that row where it is.
+		tw := tabwriter.NewWriter(w.out, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  partition\tinserted\tupdated\tmoved in\tmoved out\tunchanged")
+		for _, pr := range c.Partitions {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\n", pr.Partition, pr.Inserted, pr.Updated, pr.MovedIn, pr.MovedOut, pr.Unchanged)
+		}
+		tw.Flush()
+	}
 	if c.Rejected > 0 {
 		fmt.Fprintf(w.out, "  rejected   %d row(s) quarantined in s3://%s/%s\n", c.Rejected, c.Object.Bucket, c.RejectsKey)
 	}

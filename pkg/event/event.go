@@ -137,16 +137,29 @@ type ModelResult struct {
 // Completed says the run upserted its rows into the target.
 type Completed struct {
 	Run
-	Object    Object        `json:"object"`
-	Table     string        `json:"table"`
-	Partition string        `json:"partition"`
-	Staged    int64         `json:"staged"`
-	Inserted  int64         `json:"inserted"`
-	Updated   int64         `json:"updated"`
-	Unchanged int64         `json:"unchanged"`
-	Models    []ModelResult `json:"models,omitempty"`
-	DocsKey   string        `json:"docs_key,omitempty"`
+	Object    Object `json:"object"`
+	Table     string `json:"table"`
+	Partition string `json:"partition"`
+	Staged    int64  `json:"staged"`
+	Inserted  int64  `json:"inserted"`
+	Updated   int64  `json:"updated"`
+	Unchanged int64  `json:"unchanged"`
+	// Partitions says where the rows went: the ds's partition first, then each partition that
+	// lost rows to it or kept a newer version.
+	Partitions []PartitionRows `json:"partitions,omitempty"`
+	Models     []ModelResult   `json:"models,omitempty"`
+	DocsKey    string          `json:"docs_key,omitempty"`
 	Quarantine
+}
+
+// PartitionRows is what one run did to one partition of the target.
+type PartitionRows struct {
+	Partition string `json:"partition"`
+	Inserted  int64  `json:"inserted,omitempty"`  // new keys, into the ds's partition
+	Updated   int64  `json:"updated,omitempty"`   // newer versions of rows already in it
+	MovedIn   int64  `json:"moved_in,omitempty"`  // newer versions of rows stored in another partition
+	MovedOut  int64  `json:"moved_out,omitempty"` // rows replaced by the ds's newer version
+	Unchanged int64  `json:"unchanged,omitempty"` // rows whose stored version is as new or newer
 }
 
 // Failed says a step failed for good.

@@ -98,8 +98,37 @@ var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // counts is what a day's upsert does to the target, computed before dbt runs.
 type counts struct {
 	Inserted  int64 // order_id not in the target yet
-	Updated   int64 // in the target with a strictly older version
+	Updated   int64 // in the target with a strictly older version (in any partition)
 	Unchanged int64 // in the target with the same or a newer version
+	// Partitions says where the rows go: the ds's partition first, then every partition that
+	// loses rows to it (an older version moves out) or keeps a newer version (unchanged there).
+	Partitions []event.PartitionRows
+}
+
+// add counts the staged rows whose stored version is in partition part ("" for none) toward
+// target, the ds's partition: ins new, win newer than the stored version, keep not newer.
+func (c *counts) add(target, part string, ins, win, keep int64) {
+	c.Inserted, c.Updated, c.Unchanged = c.Inserted+ins, c.Updated+win, c.Unchanged+keep
+	at := func(name string) *event.PartitionRows {
+		for i := range c.Partitions {
+			if c.Partitions[i].Partition == name {
+				return &c.Partitions[i]
+			}
+		}
+		c.Partitions = append(c.Partitions, event.PartitionRows{Partition: name})
+		return &c.Partitions[len(c.Partitions)-1]
+	}
+	switch part {
+	case "":
+		at(target).Inserted += ins
+	case target:
+		t := at(target)
+		t.Updated, t.Unchanged = t.Updated+win, t.Unchanged+keep
+	default:
+		o := at(part) // may grow the slice: look up target after it
+		o.MovedOut, o.Unchanged = o.MovedOut+win, o.Unchanged+keep
+		at(target).MovedIn += win
+	}
 }
 
 // Handle runs dbt for one partitioned ds and returns the completed event.
@@ -117,7 +146,7 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	}
 	log := r.log.With("pipeline", p.Name, "ds", ds, "run_id", in.RunID, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
 
-	plan, err := r.count(ctx, p, ds, in.Fence != 0)
+	plan, err := r.count(ctx, p, ds, in.Partition, in.Fence != 0)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +189,7 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 		Inserted:   plan.Inserted,
 		Updated:    plan.Updated,
 		Unchanged:  plan.Unchanged,
+		Partitions: plan.Partitions,
 		Models:     models,
 		DocsKey:    docsKey,
 		Quarantine: in.Quarantine,
@@ -170,7 +200,7 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 // slice deduplicated by order_id (latest updated_at wins, as in the dbt model) left-joined to the
 // target. With ensureFences it also makes sure the fencing table the model's pre-hook writes
 // exists.
-func (r *Runner) count(ctx context.Context, p config.Pipeline, ds string, ensureFences bool) (_ counts, err error) {
+func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition string, ensureFences bool) (_ counts, err error) {
 	ctx, span := tracer(ctx).Start(ctx, "count upsert", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.collection.name", p.Target.Schema+"."+p.Target.Table)))
 	defer func() {
@@ -189,8 +219,16 @@ func (r *Runner) count(ctx context.Context, p config.Pipeline, ds string, ensure
 			return counts{}, err
 		}
 	}
-	var c counts
-	err = conn.QueryRow(ctx, countSQL(p), ds).Scan(&c.Inserted, &c.Updated, &c.Unchanged)
+	c := counts{Partitions: []event.PartitionRows{{Partition: partition}}}
+	rows, err := conn.Query(ctx, countSQL(p), ds)
+	if err == nil {
+		var part string
+		var ins, win, keep int64
+		_, err = pgx.ForEachRow(rows, []any{&part, &ins, &win, &keep}, func() error {
+			c.add(partition, part, ins, win, keep)
+			return nil
+		})
+	}
 	if err != nil {
 		err = fmt.Errorf("count upsert of %s.%s into %s.%s: %w", p.Target.Schema, p.StagingTable, p.Target.Schema, p.Target.Table, err)
 		var pe *pgconn.PgError
@@ -209,7 +247,9 @@ func isTargetModel(node, table string) bool {
 }
 
 // countSQL mirrors the model's rule (dbt_project/models/marts/orders.sql): a staged version
-// replaces the stored one when its updated_at is greater, or equal and its date earlier.
+// replaces the stored one when its updated_at is greater, or equal and its date earlier. It
+// counts per partition holding the stored version (schema.name; ” for new keys), so the
+// summary can say which rows move between partitions.
 func countSQL(p config.Pipeline) string {
 	key, version := pgx.Identifier{keyColumn}.Sanitize(), pgx.Identifier{versionColumn}.Sanitize()
 	return fmt.Sprintf(`WITH s AS (
@@ -217,11 +257,17 @@ func countSQL(p config.Pipeline) string {
 	FROM %[3]s
 	WHERE %[4]s = $1::date
 	ORDER BY %[1]s, %[2]s DESC
+), j AS (
+	SELECT t.tableoid AS part,
+	       count(*) FILTER (WHERE t.%[1]s IS NULL) AS ins,
+	       count(*) FILTER (WHERE t.%[2]s < s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date < t.%[4]s)) AS win,
+	       count(*) FILTER (WHERE t.%[2]s > s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date >= t.%[4]s)) AS keep
+	FROM s LEFT JOIN %[5]s AS t ON t.%[1]s = s.%[1]s
+	GROUP BY t.tableoid
 )
-SELECT count(*) FILTER (WHERE t.%[1]s IS NULL),
-       count(*) FILTER (WHERE t.%[2]s < s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date < t.%[4]s)),
-       count(*) FILTER (WHERE t.%[2]s > s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date >= t.%[4]s))
-FROM s LEFT JOIN %[5]s AS t ON t.%[1]s = s.%[1]s`,
+SELECT coalesce(n.nspname || '.' || c.relname, ''), j.ins, j.win, j.keep
+FROM j LEFT JOIN pg_class AS c ON c.oid = j.part LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ORDER BY 1`,
 		key, version,
 		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), // where the validator loads it
 		pgx.Identifier{p.Target.PartitionColumn}.Sanitize(),

@@ -197,6 +197,16 @@ func wantCounts(t *testing.T, c *event.Completed, inserted, updated, unchanged i
 	}
 }
 
+const p24, p25 = "public.orders_p20261124", "public.orders_p20261125"
+
+// wantPartitions checks where a run's rows went: the ds's partition first, then the others.
+func wantPartitions(t *testing.T, c *event.Completed, want ...event.PartitionRows) {
+	t.Helper()
+	if !slices.Equal(c.Partitions, want) {
+		t.Fatalf("%s: partitions %+v, want %+v", c.DS, c.Partitions, want)
+	}
+}
+
 func model(t *testing.T, c *event.Completed, node string) event.ModelResult {
 	t.Helper()
 	for _, m := range c.Models {
@@ -241,6 +251,7 @@ func TestUpsertRules(t *testing.T) {
 	)
 	c1 := f.handle(t, ctx, partitioned(ds1, staged))
 	wantCounts(t, c1, 5, 0, 0)
+	wantPartitions(t, c1, event.PartitionRows{Partition: p24, Inserted: 5})
 	if c1.Staged != 6 || c1.Table != "public.orders" || c1.Partition != "public.orders_p20261124" {
 		t.Fatalf("completed = %+v", c1)
 	}
@@ -290,6 +301,8 @@ func TestUpsertRules(t *testing.T) {
 	staged = f.stage(t, ds2, day2...)
 	c2 := f.handle(t, ctx, partitioned(ds2, staged))
 	wantCounts(t, c2, 2, 2, 1)
+	wantPartitions(t, c2, event.PartitionRows{Partition: p25, Inserted: 2, MovedIn: 2},
+		event.PartitionRows{Partition: p24, MovedOut: 2, Unchanged: 1})
 	got = f.orders(t)
 	if len(got) != 7 {
 		t.Fatalf("after day 2: %d orders, want 7", len(got))
@@ -305,6 +318,7 @@ func TestUpsertRules(t *testing.T) {
 	// Rerunning day 2 changes nothing.
 	c3 := f.handle(t, ctx, partitioned(ds2, staged))
 	wantCounts(t, c3, 0, 0, 5)
+	wantPartitions(t, c3, event.PartitionRows{Partition: p25, Unchanged: 4}, event.PartitionRows{Partition: p24, Unchanged: 1})
 	if after := f.orders(t); !mapsEqual(after, got) {
 		t.Fatalf("rerun changed the table:\nbefore %v\nafter  %v", got, after)
 	}
@@ -323,6 +337,8 @@ func TestUpsertRules(t *testing.T) {
 	)
 	c4 := f.handle(t, ctx, partitioned(ds1, staged))
 	wantCounts(t, c4, 0, 2, 4)
+	wantPartitions(t, c4, event.PartitionRows{Partition: p24, Updated: 1, MovedIn: 1, Unchanged: 2},
+		event.PartitionRows{Partition: p25, MovedOut: 1, Unchanged: 2})
 	got = f.orders(t)
 	if len(got) != 7 {
 		t.Fatalf("after backfill: %d orders, want 7", len(got))
