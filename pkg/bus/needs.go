@@ -75,6 +75,10 @@ func Needs(service string, o Options, pipelines []string, inbox string) []Need {
 	if service == "sensor" || service == "alerter" {
 		n = append(n, pub("$JS.API.STREAM.PURGE."+o.Stream)...) // a removed schedule, a met SLA deadline
 	}
+	if service == "sensor" {
+		// A run that takes the lease leaves the lease queue: its entry is purged (lease/queue.go).
+		n = append(n, pub("$JS.API.STREAM.PURGE.KV_"+LeaseBucket)...)
+	}
 	for _, b := range append([]string{LeaseBucket, RunBucket}, buckets[service]...) {
 		n = append(n, pub("$JS.API.STREAM.INFO.KV_"+b, "$JS.API.DIRECT.GET.KV_"+b+".$KV."+b+".key", "$KV."+b+".key")...)
 	}
