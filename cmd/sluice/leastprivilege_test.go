@@ -68,6 +68,7 @@ func startLeastPrivilegeEnv(t *testing.T, sourceURL string) *env {
 	for k, v := range e.secret {
 		t.Setenv(k, v)
 	}
+	t.Setenv("SLUICE_PG_READER_PASSWORD", "reader's \"secret\"")
 	// Provisioning, as the compose one-shot does it: admin on NATS, the superuser on PostgreSQL.
 	var out bytes.Buffer
 	roles := filepath.Join(testenv.RepoRoot(t), "deploy", "postgres", "roles.sql")
@@ -75,6 +76,20 @@ func startLeastPrivilegeEnv(t *testing.T, sourceURL string) *env {
 		t.Fatalf("sluice provision: %v\n%s", err, out.String())
 	}
 	t.Logf("sluice provision: %s", out.String())
+	// It set the password it was given, quoted by the server, and told so.
+	if !strings.Contains(out.String(), "(1 passwords set)") {
+		t.Errorf("sluice provision did not set the reader's password: %s", out.String())
+	}
+	if pg, err := pgx.Connect(context.Background(), e.pg); err != nil {
+		t.Fatal(err)
+	} else {
+		var set bool
+		err := pg.QueryRow(context.Background(), "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'sluice_reader'").Scan(&set)
+		pg.Close(context.Background())
+		if err != nil || !set {
+			t.Errorf("sluice_reader has no password (%v)", err)
+		}
+	}
 	admin := connectAs(t, ns, "admin", pw["admin"])
 	e.nc = admin.NC
 	if _, err := e.nc.Subscribe("etl.>", e.events.add); err != nil {

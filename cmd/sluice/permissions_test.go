@@ -17,13 +17,16 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/natstest"
+	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/alerter"
 	"github.com/sluice-etl/sluice/services/fetcher"
 )
@@ -440,5 +443,100 @@ func TestServiceStartFailsOnRefusedCredentials(t *testing.T) {
 		ns, pw := authServer(t)
 		err := startAs(t, ns, alerter.Service, "alerter", pw["alerter"])
 		oneLine(t, err, "sluice provision")
+	})
+}
+
+// TestConsolePermissions does, as the console user, what services/console does on the bus (its
+// reads in read.go and live.go, its actions through pkg/trigger), and shows it may not take a
+// service's messages.
+func TestConsolePermissions(t *testing.T) {
+	ns, pw := authServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := connectAs(t, ns, "admin", pw["admin"])
+	opts := bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}
+	if err := bus.Provision(ctx, admin.JS, opts); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.JS.Publish(ctx, "etl.orders.available.2026-11-25", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.JS.Publish(ctx, "logs.etl.orders.2026-11-25.fetcher", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	c := connectAs(t, ns, "console", pw["console"])
+	if _, err := c.NC.Subscribe("logs.etl.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	// read.go's readStream on both streams: an unnamed consumer that acks nothing, deleted after.
+	for _, r := range []struct{ stream, filter string }{{"SLUICE", "etl.orders.*.2026-11-25"}, {"SLUICE_LOGS", "logs.etl.orders.2026-11-25.*"}} {
+		s, err := c.JS.Stream(ctx, r.stream)
+		if err != nil {
+			t.Fatalf("stream %s: %v", r.stream, err)
+		}
+		cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: r.filter, AckPolicy: jetstream.AckNonePolicy,
+			InactiveThreshold: 30 * time.Second, MemoryStorage: true, Replicas: 1})
+		if err != nil {
+			t.Fatalf("read %s: %v", r.stream, err)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(3*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range batch.Messages() {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("read %d messages of %s, want 1 (%v)", n, r.stream, batch.Error())
+		}
+		if err := s.DeleteConsumer(ctx, cons.CachedInfo().Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{bus.RunBucket, bus.ScheduleBucket, bus.LeaseBucket, bus.AlertBucket} {
+		kv, err := c.JS.KeyValue(ctx, b)
+		if err != nil {
+			t.Fatalf("kv %s: %v", b, err)
+		}
+		lister, err := kv.ListKeys(ctx)
+		if err != nil {
+			t.Fatalf("list %s: %v", b, err)
+		}
+		for range lister.Keys() {
+		}
+	}
+	// The actions: a trigger (requested, queued state) and pause/unpause (schedule state, tick).
+	runs, err := runstate.New(ctx, c.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := trigger.New(c.JS, runs, noop.NewTracerProvider(), opts)
+	if _, err := req.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-26", Trigger: "console"}); err != nil {
+		t.Fatalf("trigger: %v", err)
+	}
+	p := &config.Pipeline{Name: "orders"}
+	for _, paused := range []bool{true, false} {
+		if _, err := trigger.SetPaused(ctx, c.JS, "etl", p, paused, "unpause"); err != nil {
+			t.Fatalf("pause %v: %v", paused, err)
+		}
+	}
+	noRefusals(t, c)
+
+	mustRefuse(t, c, "$JS.API.CONSUMER.MSG.NEXT.SLUICE.fetcher", func(ctx context.Context) error {
+		_, err := c.NC.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.SLUICE.fetcher", []byte(`{"batch":1,"expires":1000000000}`))
+		return err
+	})
+	mustRefuse(t, c, "etl.orders.available.2026-11-25", func(ctx context.Context) error {
+		_, err := c.JS.Publish(ctx, "etl.orders.available.2026-11-25", []byte(`{}`))
+		return err
+	})
+	mustRefuse(t, c, "$KV.sluice_leases.orders", func(ctx context.Context) error {
+		kv, err := c.JS.KeyValue(ctx, bus.LeaseBucket)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(ctx, "orders", []byte(`{}`))
+		return err
 	})
 }
