@@ -36,9 +36,17 @@ func TestRunRecordsArePublishedOnTheirSubject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(logstream.Filter("etl", "orders", "2026-11-25")))
-	if err != nil {
-		t.Fatal(err)
+	// Records are core-NATS publishes: Close flushes them to the server, which stores them
+	// a moment later.
+	var info *jetstream.StreamInfo
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(logstream.Filter("etl", "orders", "2026-11-25")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs >= 2 || time.Now().After(deadline) {
+			break
+		}
 	}
 	want := map[string]uint64{"logs.etl.orders.2026-11-25.validator": 1, "logs.etl.orders.2026-11-25.alerter": 1}
 	if len(info.State.Subjects) != len(want) || info.State.Msgs != 2 {
