@@ -158,6 +158,17 @@ func TestLeastPrivilegeRun(t *testing.T) {
 		}
 	}
 	diff(t, e.orders(t), expected(t, opts, d1, d2))
+	// Provisioning again (a new release, an added pipeline) changes nothing that exists.
+	var out bytes.Buffer
+	roles := filepath.Join(testenv.RepoRoot(t), "deploy", "postgres", "roles.sql")
+	if err := run(context.Background(), []string{"provision", "--config", e.cfg.Path("sluice.yaml"), "--roles", roles}, &out, &out); err != nil {
+		t.Fatalf("sluice provision again: %v\n%s", err, out.String())
+	}
+	diff(t, e.orders(t), expected(t, opts, d1, d2))
+	id := e.request(t, d2)
+	if _, ok := e.wait(t, id, 4*time.Minute).(*event.Completed); !ok {
+		t.Fatalf("rerun after provisioning again did not complete: %+v", e.events.find(id, event.KindFailed))
+	}
 	if strings.Contains(e.logs.String(), "nats refused") {
 		t.Errorf("the server refused a service something during the run:\n%s", e.logs.String())
 	}

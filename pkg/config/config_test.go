@@ -107,3 +107,60 @@ func TestBadConfigFailsWithFileAndLine(t *testing.T) {
 		})
 	}
 }
+
+// TestNATSCredentials: NATS credentials are references in their own keys; a URL holding a user
+// or password is refused, in the file (with its line) or behind a reference (naming only it).
+func TestNATSCredentials(t *testing.T) {
+	bad := []struct{ name, nats, want string }{
+		{"url with credentials", "  url: nats://fetcher:hunter2@nats:4222\n", ":2: nats.url: holds credentials"},
+		{"literal password", "  url: nats://nats:4222\n  user: fetcher\n  password: hunter2\n", ":4: nats.password: must be a reference"},
+		{"password without user", "  url: nats://nats:4222\n  password: env:NATS_PASSWORD\n", ":3: nats.password: needs nats.user"},
+		{"two ways", "  user: fetcher\n  password: env:NATS_PASSWORD\n  creds: file:/run/secrets/fetcher.creds\n", ":2: nats: set one of"},
+		{"misspelt key", "  passwd: env:NATS_PASSWORD\n", ":2: field passwd not found"},
+		{"cert without key", "  tls:\n    cert: client.pem\n", ":3: nats.tls: needs both cert and key"},
+	}
+	for _, c := range bad {
+		t.Run(c.name, func(t *testing.T) {
+			path := write(t, strings.Replace(good, "nats:\n", "nats:\n"+c.nats, 1))
+			_, err := config.Load(path, env(secrets))
+			if err == nil || !strings.HasPrefix(err.Error(), path+":") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want %s%s", err, path, c.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error shows the password: %v", err)
+			}
+		})
+	}
+	t.Run("url reference with credentials", func(t *testing.T) {
+		path := write(t, strings.Replace(good, "nats:\n", "nats:\n  url: env:NATS_URL\n", 1))
+		vars := map[string]string{"NATS_URL": "nats://fetcher:hunter2@nats:4222"}
+		for k, v := range secrets {
+			vars[k] = v
+		}
+		_, err := config.Load(path, env(vars))
+		if err == nil || !strings.Contains(err.Error(), "nats.url (env:NATS_URL) holds credentials") || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("user, password reference, tls", func(t *testing.T) {
+		path := write(t, strings.Replace(good, "nats:\n", "nats:\n  url: tls://nats:4222\n  user: env:NATS_USER\n  password: env:NATS_PASSWORD\n  tls:\n    ca: ca.pem\n", 1))
+		vars := map[string]string{"NATS_USER": "fetcher", "NATS_PASSWORD": "hunter2"}
+		for k, v := range secrets {
+			vars[k] = v
+		}
+		cfg, err := config.Load(path, env(vars))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.NATS.User.Reveal() != "fetcher" || cfg.NATS.Password.Reveal() != "hunter2" || cfg.Path(cfg.NATS.TLS.CA) != filepath.Join(filepath.Dir(path), "ca.pem") {
+			t.Errorf("nats settings %+v", cfg.NATS)
+		}
+		found := false
+		for _, s := range cfg.Secrets() {
+			found = found || s == "hunter2"
+		}
+		if !found {
+			t.Error("the NATS password is not among the secrets redacted from logs")
+		}
+	})
+}
