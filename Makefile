@@ -5,20 +5,21 @@ SHELL := /bin/bash
 ROOT := $(CURDIR)
 BIN := $(ROOT)/.sluice/bin
 VENV := $(ROOT)/.venv
-VERSITYGW_VERSION := v1.8.0
 JAEGER_VERSION := v1.76.0
-MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check
+MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check tools/versitygw
 # deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
 TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check
+.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
 
 all: build
 
-## tools: versitygw (S3 server for tests and the demo), dbt in a pinned virtualenv, promtool
-## (Debian's prometheus package) for the alert rule tests and chromium for the console's browser test
-tools: $(BIN)/versitygw $(VENV)/bin/dbt promtool chromium
+## tools: what make test needs: versitygw (the local S3 server, built from tools/versitygw) and
+## dbt in a pinned virtualenv, prepared at once by scripts/prepare.sh; promtool (Debian's
+## prometheus package) for the alert rule tests and chromium for the console's browser test
+tools: promtool chromium
+	@scripts/prepare.sh versitygw dbt
 
 ## chromium: Debian's headless-capable Chromium, driven by chromedp in the console's browser test
 chromium:
@@ -41,21 +42,9 @@ $(BIN)/jaeger:
 		GOWORK=off go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) && \
 		GOWORK=off go build -o $@ github.com/jaegertracing/jaeger/cmd/jaeger
 
-$(BIN)/versitygw:
-	mkdir -p $(BIN)
-	GOBIN=$(BIN) go install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
-
-$(VENV)/bin/dbt: dbt_project/requirements.txt
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r dbt_project/requirements.txt
-	touch $@
-
-## build: every binary into .sluice/bin
+## build: every sluice binary into .sluice/bin, in one `go build`
 build:
-	mkdir -p $(BIN)
-	cd cmd/sluice && go build -o $(BIN)/sluice .
-	for s in sensor fetcher validator partitioner dbtrunner alerter console; do \
-		(cd services/$$s && go build -o $(BIN)/sluice-$$s ./cmd/sluice-$$s) || exit 1; done
+	@scripts/prepare.sh sluice services
 
 ## check-versions: every module requires the same version of each shared dependency
 check-versions:
@@ -94,7 +83,8 @@ bench-sensor: build
 ## bench-datapath: psql \copy vs the validator's COPY stage, fetch → load and the seed's pandas load
 ## on a 1M-row orders file, and peak RSS at 1M and 10M rows; writes the "Data path" section of
 ## bench/RESULTS.md (about 10 minutes)
-bench-datapath: $(BIN)/versitygw
+bench-datapath:
+	@scripts/prepare.sh versitygw
 	bench/datapath/run.sh
 
 ## bench-console: the console's grid of 1,000 runs and its run page against a static file of the
@@ -102,6 +92,11 @@ bench-datapath: $(BIN)/versitygw
 ## bench/RESULTS.md (about a minute)
 bench-console:
 	cd bench/console && GOWORK=off go run . -results $(ROOT)/bench/RESULTS.md
+
+## bench-firstrun: `make demo` in a fresh clone with empty Go module, Go build and pip caches, then
+## again warm; writes the "First run" section of bench/RESULTS.md (3–10 minutes; downloads)
+bench-firstrun:
+	bench/firstrun/run.sh
 
 ## test-rules: the Prometheus alerting rules are valid and their unit tests pass
 test-rules: promtool
@@ -119,9 +114,11 @@ test-jaeger: tools $(BIN)/jaeger
 trace-demo: tools build $(BIN)/jaeger
 	scripts/trace-demo.sh
 
-## demo: the orders pipeline for two consecutive dates on a local PostgreSQL, S3 and dbt
-demo: tools build
-	scripts/demo.sh
+## demo: the orders pipeline for two consecutive dates on a local PostgreSQL, S3 and dbt. It
+## prepares only what it runs (sluice, versitygw, dbt, PostgreSQL; all at once) and prints how
+## long each part took; no apt package, no promtool.
+demo:
+	@scripts/demo.sh
 
 ## console-screenshots: the console's browser test over the whole system, saving the pipelines, grid
 ## and run pages into docs/img for the README

@@ -3,12 +3,24 @@
 # throwaway cluster unless DATABASE_URL is set), a local S3 server (versitygw unless
 # SLUICE_S3_ENDPOINT is set) and dbt, with the sample source as the API. Data stays in
 # .sluice/demo, so running it again shows the reruns changing nothing.
+# It first prepares only what it runs, all at once (scripts/prepare.sh: the sluice and versitygw
+# binaries, the dbt virtualenv, the PostgreSQL cluster), and ends with how long each part took.
 set -euo pipefail
+t0=$EPOCHREALTIME
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 demo=.sluice/demo
 bin=.sluice/bin
 mkdir -p "$demo"
+timings=$demo/timings
+: > "$timings"
+# timed NAME CMD...: runs CMD and records how long it took for the closing breakdown.
+timed() {
+  local name=$1; shift
+  local start=$EPOCHREALTIME
+  "$@"
+  printf '%s\t%s\n' "$name" "$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')" >> "$timings"
+}
 export SLUICE_S3_ACCESS_KEY=${SLUICE_S3_ACCESS_KEY:-sluice-local}
 export SLUICE_S3_SECRET_KEY=${SLUICE_S3_SECRET_KEY:-sluice-local-secret}
 cleanup() {
@@ -17,11 +29,17 @@ cleanup() {
   [ -n "${started_pg:-}" ] && scripts/pg.sh stop "$demo/pg" || true
 }
 trap cleanup EXIT
+
+parts=(sluice dbt) prep=()
+[ -n "${SLUICE_S3_ENDPOINT:-}" ] || parts+=(versitygw)
+[ -n "${DATABASE_URL:-}" ] || prep+=(--pg "$demo/pg")
+echo "Preparing ${parts[*]}${prep:+ and PostgreSQL}, all at once:"
+scripts/prepare.sh --timings "$timings" "${prep[@]}" "${parts[@]}"
 if [ -z "${DATABASE_URL:-}" ]; then
   DATABASE_URL=$(scripts/pg.sh start "$demo/pg"); started_pg=1
 fi
 if [ -z "${SLUICE_S3_ENDPOINT:-}" ]; then
-  SLUICE_S3_ENDPOINT=$(scripts/s3.sh start "$demo/s3"); started_s3=1
+  SLUICE_S3_ENDPOINT=$(timed "S3 server start" scripts/s3.sh start "$demo/s3"); started_s3=1
 fi
 export DATABASE_URL SLUICE_S3_ENDPOINT
 
@@ -32,7 +50,7 @@ for _ in $(seq 1 50); do curl -fs -o /dev/null http://127.0.0.1:18081/healthz &&
 
 for ds in 2026-11-24 2026-11-25; do
   echo
-  "$bin/sluice" run --config sluice.yaml --pipeline orders --date "$ds"
+  timed "run orders $ds" "$bin/sluice" run --config sluice.yaml --pipeline orders --date "$ds"
 done
 
 echo
@@ -42,3 +60,8 @@ psql "$DATABASE_URL" -X -q -t -A -c "SELECT 'total: ' || count(*) || ' rows, ' |
 
 echo
 echo "Console: .sluice/bin/sluice console --config sluice.yaml   then open http://127.0.0.1:8090/pipelines/orders"
+
+echo
+awk -F'\t' -v total="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')" '
+  { printf "  %-44s %6ss\n", $1, $2 }
+  END { printf "make demo took %ss (the parts above \"all at once\" ran side by side)\n", total }' "$timings"

@@ -3,7 +3,8 @@
 #   scripts/s3.sh start DIR   -> prints the endpoint URL (also written to DIR/endpoint)
 #   scripts/s3.sh stop DIR
 # Credentials come from SLUICE_S3_ACCESS_KEY / SLUICE_S3_SECRET_KEY (local throwaway values
-# set by the Makefile); the server binary from `make tools` (.sluice/bin/versitygw).
+# set by the Makefile); the server binary is versitygw built with only its posix backend
+# (tools/versitygw; `scripts/prepare.sh versitygw`, which `make tools` and `make demo` run).
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?data dir}
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
@@ -13,7 +14,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 case "$cmd" in
 start)
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then cat "$dir/endpoint"; exit 0; fi
-  [ -x "$bin" ] || { echo "versitygw not found at $bin: run 'make tools'" >&2; exit 1; }
+  [ -x "$bin" ] || { echo "versitygw not found at $bin: run 'make tools' (or scripts/prepare.sh versitygw)" >&2; exit 1; }
   : "${SLUICE_S3_ACCESS_KEY:?}" "${SLUICE_S3_SECRET_KEY:?}"
   mkdir -p "$dir/data"
   port=$(free_port)
