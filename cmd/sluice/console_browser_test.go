@@ -207,7 +207,15 @@ func TestConsoleInABrowser(t *testing.T) {
 	fail := func(name string, err error) {
 		t.Helper()
 		loc, _ := chromedp.Run(browser, chromedp.Location())
-		t.Fatalf("%s (at %s): %v", name, loc, err)
+		html, _ := chromedp.Run(browser, chromedp.Evaluate[string](`(document.getElementById("run-state")||{}).outerHTML + " live:" + document.getElementById("live-dot").className`))
+		if runs, err := st.Router.Runs().List(ctx); err == nil {
+			for _, r := range runs {
+				if strings.Contains(loc, r.RunID) {
+					t.Logf("run record: %+v", r)
+				}
+			}
+		}
+		t.Fatalf("%s (at %s, showing %s): %v", name, loc, html, err)
 	}
 	do := func(name string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()

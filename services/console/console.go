@@ -143,6 +143,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	// Taken before any handler reads the bus: see hub.seq.
+	r = r.WithContext(context.WithValue(r.Context(), seqKey{}, c.hub.now()))
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -174,6 +176,8 @@ func (c *Console) Serve(ctx context.Context, addr string, ready func(interface{ 
 		return err
 	}
 }
+
+type seqKey struct{}
 
 func cacheable(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

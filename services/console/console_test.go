@@ -374,3 +374,50 @@ func TestAlertLinksOpenTheirRun(t *testing.T) {
 		}
 	}
 }
+
+// A run that changes between the page's render and its live stream's start (a bad-input run
+// fails within milliseconds) is announced as soon as the stream opens, not missed.
+func TestLiveStreamAnnouncesAChangeMadeWhileThePageLoaded(t *testing.T) {
+	w := start(t, "")
+	r := w.runs[1]
+	key := runstate.Key(r.Pipeline, r.DS, r.RunID)
+	_, page := get(t, w.browser(t), w.srv.URL+"/runs/orders/"+r.DS+"/"+r.RunID)
+	m := regexp.MustCompile(`data-seq="(\d+)"`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("the page carries no data-seq")
+	}
+	kv, _ := w.js.KeyValue(context.Background(), bus.RunBucket)
+	e, err := kv.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(context.Background(), key, e.Value()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the console's watch applies the change
+	for _, tc := range []struct {
+		since string
+		want  bool
+	}{{m[1], true}, {"999999999", false}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		req, _ := http.NewRequestWithContext(ctx, "GET", w.srv.URL+"/live?topic="+url.QueryEscape("r:"+key)+"&since="+tc.since, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		got := false
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() == "event: change" {
+				got = true
+				break
+			}
+		}
+		resp.Body.Close()
+		cancel()
+		if got != tc.want {
+			t.Errorf("live stream since %s: change announced %v, want %v", tc.since, got, tc.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -180,6 +181,10 @@ type hub struct {
 	clients map[*client]struct{}
 	max     int
 	closed  bool
+	// seq counts notices. A page records it before it reads what it shows and its live stream
+	// sends it back: a change between the two (a run that ended while the page loaded) is
+	// announced at once instead of missed.
+	seq uint64
 }
 
 type client struct {
@@ -191,16 +196,21 @@ func newHub(max int) *hub { return &hub{clients: map[*client]struct{}{}, max: ma
 
 var errFull = errors.New("too many live pages open")
 
-func (h *hub) join(topics []string) (*client, error) {
+func (h *hub) join(topics []string, since uint64) (*client, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || len(h.clients) >= h.max {
 		return nil, errFull
 	}
 	cl := &client{topics: topics, mail: make(chan struct{}, 1)}
+	if since < h.seq {
+		cl.mail <- struct{}{}
+	}
 	h.clients[cl] = struct{}{}
 	return cl, nil
 }
+
+func (h *hub) now() uint64 { h.mu.Lock(); defer h.mu.Unlock(); return h.seq }
 
 func (h *hub) leave(cl *client) {
 	h.mu.Lock()
@@ -226,6 +236,7 @@ func (h *hub) size() int { h.mu.Lock(); defer h.mu.Unlock(); return len(h.client
 func (h *hub) notify(topics ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.seq++
 	for cl := range h.clients {
 		if matches(cl.topics, topics) {
 			select {
@@ -263,7 +274,8 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	cl, err := c.hub.join(topics)
+	since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+	cl, err := c.hub.join(topics, since)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

@@ -32,6 +32,7 @@ type page struct {
 	ReadOnly bool
 	CSRF     string
 	Topics   []string
+	Seq      uint64 // the hub's notice count before the page read its data
 	Error    string
 	Notice   string
 	Data     any
@@ -77,6 +78,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	p.LoggedIn = c.loggedIn(r)
 	p.ReadOnly = c.password == nil
 	p.Path = r.URL.RequestURI()
+	p.Seq, _ = r.Context().Value(seqKey{}).(uint64)
 	var b bytes.Buffer
 	if err := c.tmpl[name].Execute(&b, p); err != nil {
 		c.log.Error("render console page", "page", name, "err", err)

@@ -6,7 +6,10 @@
   var topics = (document.body.getAttribute("data-topics") || "").split(" ").filter(Boolean);
   if (!topics.length || !window.EventSource) return;
   var dot = document.getElementById("live-dot");
-  var url = "/live?" + topics.map(function (t) { return "topic=" + encodeURIComponent(t); }).join("&");
+  // since: what the server had announced when it rendered this page, so a change made while
+  // the page loaded is announced at once.
+  var url = "/live?" + topics.map(function (t) { return "topic=" + encodeURIComponent(t); }).join("&") +
+    "&since=" + encodeURIComponent(document.body.getAttribute("data-seq") || "0");
   var busy = false, again = false;
   function refresh() {
     if (busy) { again = true; return; }
