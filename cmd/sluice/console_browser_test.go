@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -316,4 +319,71 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("browser: %s", p)
 	}
 	t.Logf("screenshots in %s", shots)
+}
+
+// `sluice up` serves the console next to the services, on the address given (console.addr by
+// default), and stops it with them.
+func TestUpServesTheConsole(t *testing.T) {
+	ns := natstest.Server(t)
+	s3cfg := testenv.S3(t)
+	for k, v := range map[string]string{
+		"NATS_URL": ns.ClientURL(), "PG_URL": testenv.Postgres(t), "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
+		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(), "CONSOLE_PASSWORD": "up-console-password",
+	} {
+		t.Setenv(k, v)
+	}
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	text := fmt.Sprintf(consoleConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), "http://127.0.0.1:1")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer // the broker's streams and buckets, as a deployment's provision Job makes them
+	if err := run(context.Background(), []string{"provision", "--config", path, "--no-postgres"}, &out, &out); err != nil {
+		t.Fatalf("sluice provision: %v\n%s", err, out.String())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() {
+		errc <- cmdUp(ctx, []string{"--config", path, "--http", "127.0.0.1:0", "--console", addr}, io.Discard, logs)
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sluice up:\n%s", logs.String())
+		}
+	})
+	var body string
+	waitFor(t, 60*time.Second, func() bool {
+		select {
+		case err := <-errc:
+			t.Fatalf("sluice up ended: %v", err)
+		default:
+		}
+		resp, err := http.Get("http://" + addr + "/pipelines/orders")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	})
+	if !strings.Contains(body, "orders_eu") && !strings.Contains(body, "Pipelines</a> / orders") {
+		t.Errorf("the console of sluice up served:\n%.300s", body)
+	}
+	cancel()
+	select {
+	case <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("sluice up did not stop within 30s")
+	}
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Error("the console still answers after sluice up stopped")
+	}
 }
