@@ -162,6 +162,8 @@ func TestPagesRenderAndBadURLsAnswer404(t *testing.T) {
 		{runPath + "/logs", "is not a number"},
 		{runPath + "/logs?level=error&step=validator", "is not a number"},
 		{"/sla", "Missed deadlines"},
+		{"/sla?pipeline=orders", `<span class="pill completed">sent</span>`},
+		{"/sla?pipeline=orders", "slack: post message: 503"},
 		{"/pipelines/orders/backfill?from=2026-11-01&to=2026-11-25", "2026-11-25"},
 	} {
 		code, body := get(t, c, w.srv.URL+tc.path)

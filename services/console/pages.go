@@ -42,14 +42,15 @@ var runIDRe = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`) // a ULID
 
 func parseTemplates() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{
-		"ago":   ago,
-		"dur":   dur,
-		"ms":    func(n int64) string { return dur(time.Duration(n) * time.Millisecond) },
-		"bytes": humanBytes,
-		"short": func(s string) string { return shorten(s, 10) },
-		"when":  func(t time.Time) string { return when(t) },
-		"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"pct":   func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+		"ago":     ago,
+		"dur":     dur,
+		"ms":      func(n int64) string { return dur(time.Duration(n) * time.Millisecond) },
+		"bytes":   humanBytes,
+		"short":   func(s string) string { return shorten(s, 10) },
+		"short60": func(s string) string { return shorten(s, 60) },
+		"when":    func(t time.Time) string { return when(t) },
+		"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"pct":     func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 		"num": func(n int64) string {
 			if n < 0 {
 				return "—"
@@ -761,11 +762,14 @@ func (c *Console) pageSLA(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	misses, err1 := c.slaMisses(ctx, name)
 	alerts, err2 := c.sentAlerts(ctx)
+	failed, err3 := c.failedAlerts(ctx, name)
+	alerts = append(alerts, failed...)
 	if name != "" {
 		alerts = slices.DeleteFunc(alerts, func(a sentAlert) bool { return a.Pipeline != name })
 	}
+	sort.SliceStable(alerts, func(i, j int) bool { return alerts[i].At.After(alerts[j].At) })
 	var errs []string
-	for _, err := range []error{err1, err2} {
+	for _, err := range []error{err1, err2, err3} {
 		if err != nil {
 			errs = append(errs, err.Error())
 		}

@@ -130,11 +130,43 @@ func (c *Console) runLogs(ctx context.Context, pipeline, ds, runID string) ([]lo
 	return out, nil
 }
 
-// sentAlert is one alert delivered, as the alerter records it: <run id>.<kind>.<channel>.
+// sentAlert is one alert delivered, as the alerter records it (<run id>.<kind>.<channel>), or
+// a delivery that failed, as the alerter's log lines on the bus tell it (Outcome "failed").
 type sentAlert struct {
 	RunID, Kind, Channel string
 	Pipeline, DS         string
 	At                   time.Time
+	Outcome, Error       string
+}
+
+// failedAlerts reads the alerter's warnings and errors about deliveries from the log stream.
+func (c *Console) failedAlerts(ctx context.Context, pipeline string) ([]sentAlert, error) {
+	if pipeline == "" {
+		pipeline = "*"
+	}
+	msgs, err := readStream(ctx, c.js, logstream.StreamName(c.cfg.NATS.Stream), "logs."+c.cfg.NATS.SubjectPrefix+"."+pipeline+".*.alerter", 2000)
+	if err != nil {
+		return nil, err
+	}
+	var out []sentAlert
+	for _, m := range msgs {
+		var rec logstream.Record
+		if json.Unmarshal(m.Data(), &rec) != nil || (rec.Level != "WARN" && rec.Level != "ERROR") {
+			continue
+		}
+		a := sentAlert{RunID: rec.RunID, Pipeline: rec.Pipeline, DS: rec.DS, At: rec.Time, Outcome: "failed", Error: rec.Msg}
+		if e, ok := rec.Attrs["err"].(string); ok {
+			a.Error = e
+		}
+		if ch, ok := rec.Attrs["channel"].(string); ok {
+			a.Channel = ch
+		}
+		if k, ok := rec.Attrs["alert"].(string); ok {
+			a.Kind = k
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 func (c *Console) sentAlerts(ctx context.Context) ([]sentAlert, error) {
@@ -152,7 +184,7 @@ func (c *Console) sentAlerts(ctx context.Context) ([]sentAlert, error) {
 		if len(parts) != 3 {
 			continue
 		}
-		a := sentAlert{RunID: parts[0], Kind: parts[1], Channel: parts[2]}
+		a := sentAlert{RunID: parts[0], Kind: parts[1], Channel: parts[2], Outcome: "sent"}
 		if e, err := kv.Get(ctx, key); err == nil {
 			a.At, _ = time.Parse(time.RFC3339Nano, string(e.Value()))
 		}
