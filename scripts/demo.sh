@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: runs the orders pipeline for two consecutive dates on a local PostgreSQL (a
+# make demo: runs the orders and events pipelines for two consecutive dates on a local PostgreSQL (a
 # throwaway cluster unless DATABASE_URL is set), a local S3 server (versitygw unless
 # SLUICE_S3_ENDPOINT is set) and dbt, with the sample source as the API. Data stays in
 # .sluice/demo, so running it again shows the reruns changing nothing.
@@ -49,14 +49,19 @@ source_pid=$!
 for _ in $(seq 1 50); do curl -fs -o /dev/null http://127.0.0.1:18081/healthz && break; sleep 0.1; done
 
 for ds in 2026-11-24 2026-11-25; do
-  echo
-  timed "run orders $ds" "$bin/sluice" run --config sluice.yaml --pipeline orders --date "$ds"
+  for pipeline in orders events; do
+    echo
+    timed "run $pipeline $ds" "$bin/sluice" run --config sluice.yaml --pipeline "$pipeline" --date "$ds"
+  done
 done
 
 echo
 echo "orders by partition:"
 psql "$DATABASE_URL" -X -q -c "SELECT tableoid::regclass AS partition, count(*) AS rows, count(DISTINCT order_id) AS distinct_ids, min(updated_at), max(updated_at) FROM orders GROUP BY 1 ORDER BY 1"
 psql "$DATABASE_URL" -X -q -t -A -c "SELECT 'total: ' || count(*) || ' rows, ' || count(DISTINCT order_id) || ' distinct order_id' FROM orders"
+echo
+echo "events by (monthly) partition:"
+psql "$DATABASE_URL" -X -q -c "SELECT tableoid::regclass AS partition, count(*) AS rows, count(DISTINCT (account_id, event_id)) AS distinct_keys, max(revision) AS max_revision, count(*) FILTER (WHERE note IS NULL) AS null_notes, count(*) FILTER (WHERE billable) AS billable FROM events GROUP BY 1 ORDER BY 1"
 
 echo
 echo "Console: .sluice/bin/sluice console --config sluice.yaml   then open http://127.0.0.1:8090/pipelines/orders"

@@ -273,8 +273,10 @@ type Landing struct {
 
 // Target is the partitioned table the pipeline loads.
 type Target struct {
-	Schema          string `yaml:"schema"`
-	Table           string `yaml:"table"`
+	Schema string `yaml:"schema"`
+	Table  string `yaml:"table"`
+	// PartitionColumn is optional: the contract names the partition column (and grain); when set
+	// here it must agree with the contract (checked where contracts are loaded).
 	PartitionColumn string `yaml:"partition_column"`
 }
 
@@ -652,9 +654,6 @@ func (c *Config) applyDefaults() {
 		if p.Target.Table == "" {
 			p.Target.Table = p.Name
 		}
-		if p.Target.PartitionColumn == "" {
-			p.Target.PartitionColumn = "load_date"
-		}
 		if p.DBT.Select == "" {
 			p.DBT.Select = "+" + p.Target.Table
 		}
@@ -889,7 +888,7 @@ func (c *Config) Validate() error {
 			return fieldErr(at+".landing.key", "%q must contain {ds}", p.Landing.Key)
 		}
 		for field, v := range map[string]string{"staging_table": p.StagingTable, "target.schema": p.Target.Schema, "target.table": p.Target.Table, "target.partition_column": p.Target.PartitionColumn} {
-			if !identRe.MatchString(v) {
+			if !identRe.MatchString(v) && !(field == "target.partition_column" && v == "") {
 				return fieldErr(at+"."+field, "%q is not a plain lowercase SQL identifier", v)
 			}
 		}

@@ -1,11 +1,14 @@
 package contract
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadBuiltIn(t *testing.T) {
@@ -23,7 +26,7 @@ func TestLoadBuiltIn(t *testing.T) {
 		"amount numeric required=true min=0 max=<nil>",
 		"updated_at timestamptz required=true min=2000-01-01T00:00:00Z max=<nil>",
 	}
-	if c.Name != "orders" || c.Key != "order_id" || c.VersionColumn != "updated_at" || c.UnknownColumns != RejectUnknown || !slices.Equal(got, want) {
+	if c.Name != "orders" || c.Key.String() != "order_id" || c.VersionColumn != "updated_at" || c.UnknownColumns != RejectUnknown || !slices.Equal(got, want) {
 		t.Fatalf("orders contract = %+v\ncolumns %q", c, got)
 	}
 	if !slices.Contains(BuiltIn(), "orders") {
@@ -134,6 +137,107 @@ func TestBuiltInContractsAreValid(t *testing.T) {
 	for _, name := range BuiltIn() {
 		if _, err := Load(name, ""); err != nil {
 			t.Errorf("built-in contract %s: %v", name, err)
+		}
+	}
+}
+
+// TestKeyPartitionAndLines: a composite key, another version column, a monthly partition; and
+// a contract whose key, version or partition column is wrong fails naming its file and line.
+func TestKeyPartitionAndLines(t *testing.T) {
+	ev, err := Load("events", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ev.Key, Key{"account_id", "event_id"}) || ev.VersionColumn != "revision" ||
+		ev.Partition != (Partition{Column: "batch_date", Grain: Month}) {
+		t.Fatalf("events = key %v version %s partition %+v", ev.Key, ev.VersionColumn, ev.Partition)
+	}
+	orders, err := Load("orders", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orders.Partition != (Partition{Column: "load_date", Grain: Day}) {
+		t.Fatalf("orders partition = %+v, want the default", orders.Partition)
+	}
+	day := time.Date(2026, 2, 17, 0, 0, 0, 0, time.UTC)
+	if s := ev.Partition.Start(day); s.Format(time.DateOnly) != "2026-02-01" || ev.Partition.End(s).Format(time.DateOnly) != "2026-03-01" || ev.Partition.Suffix(s) != "202602" {
+		t.Fatalf("monthly partition of %s: %s", day, s)
+	}
+	if s, ok := ev.Partition.ParseSuffix("202602"); !ok || !s.Equal(day.AddDate(0, 0, -16)) {
+		t.Fatalf("ParseSuffix = %v %v", s, ok)
+	}
+	if _, ok := ev.Partition.ParseSuffix("20260201"); ok {
+		t.Fatal("a daily suffix parsed as monthly")
+	}
+
+	dir := t.TempDir()
+	const body = `{
+  "name": "feed",
+  "key": %s,
+  "version_column": %s,
+  "partition": {"column": %s, "grain": %s},
+  "columns": [
+    {"name": "id", "type": "bigint", "required": true},
+    {"name": "seq", "type": "integer", "required": true},
+    {"name": "doc", "type": "jsonb"}
+  ]
+}`
+	for _, tc := range []struct {
+		key, version, part, grain, want string
+	}{
+		{`["id", "nope"]`, `"seq"`, `"ds"`, `"day"`, `feed.json:3: contract feed: key "nope" is not one of its columns (id, seq, doc)`},
+		{`"id"`, `"sequence"`, `"ds"`, `"day"`, `feed.json:4: contract feed: version_column "sequence" is not one of its columns`},
+		{`"id"`, `"seq"`, `"seq"`, `"day"`, `feed.json:5: contract feed: partition column seq is also a column of the file`},
+		{`"id"`, `"seq"`, `"ds"`, `"week"`, `feed.json:5: contract feed: partition grain "week" must be "day" or "month"`},
+		{`"doc"`, `"seq"`, `"ds"`, `"day"`, `feed.json:3: contract feed: key doc must be a required column`},
+	} {
+		path := filepath.Join(dir, "feed.json")
+		if err := os.WriteFile(path, fmt.Appendf(nil, body, tc.key, tc.version, tc.part, tc.grain), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load = %v\nwant it to contain %q", err, tc.want)
+		}
+	}
+	c, err := Parse([]byte(`{"name": "f", "key": "id", "columns": [{"name": "id", "type": "bigint", "required": true}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Key, Key{"id"}) || c.VersionColumn != "" {
+		t.Fatalf("no version column: %+v", c)
+	}
+}
+
+func TestBooleanAndJSONValues(t *testing.T) {
+	c, err := Parse([]byte(`{"name": "f", "key": "id", "columns": [{"name": "id", "type": "bigint", "required": true},
+		{"name": "b", "type": "boolean"}, {"name": "j", "type": "jsonb"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := NewReader(strings.NewReader("id,b,j\n1,yes,\"{\"\"a\"\": [1, 2]}\"\n2,F,\n3,,null\n"), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rd.Next() {
+		got = append(got, fmt.Sprintf("%v", rd.Values()))
+	}
+	if err := rd.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`[1 true {"a": [1, 2]}]`, `[2 false <nil>]`, `[3 <nil> <nil>]`}; !slices.Equal(got, want) {
+		t.Fatalf("values %q, want %q", got, want)
+	}
+	for _, bad := range []string{"id,b\n1,maybe\n", "id,j\n1,{oops\n", `id,j` + "\n" + `1,"""\u0000"""` + "\n"} {
+		rd, err := NewReader(strings.NewReader(bad), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rd.Next() {
+		}
+		if !errors.Is(rd.Err(), ErrContract) {
+			t.Errorf("%q: err = %v, want a contract violation", bad, rd.Err())
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -26,7 +27,12 @@ const (
 	integerRule   = "is not an integer"
 	dateRule      = "is not a date (YYYY-MM-DD)"
 	timestampRule = "is not a timestamp (YYYY-MM-DD HH:MM:SS with an optional fraction and zone)"
+	booleanRule   = "is not a boolean (true/false, t/f, yes/no, y/n, 1/0)"
+	jsonRule      = "is not valid JSON"
 )
+
+// JSON is a jsonb column's value: valid JSON text.
+type JSON string
 
 // field is a contract column compiled for checking values: its parsed bounds, pattern and zone.
 type field struct {
@@ -228,6 +234,22 @@ func (f *field) parse(s string) (any, string) {
 			return nil, "does not match the pattern " + f.Pattern
 		}
 		return s, ""
+	case Boolean:
+		switch strings.ToLower(t) {
+		case "true", "t", "yes", "y", "1":
+			return true, ""
+		case "false", "f", "no", "n", "0":
+			return false, ""
+		}
+		return nil, booleanRule
+	case JSONB:
+		if !json.Valid([]byte(t)) {
+			return nil, jsonRule
+		}
+		if strings.Contains(t, `\u0000`) {
+			return nil, "holds \\u0000, which jsonb cannot store"
+		}
+		return JSON(t), ""
 	case Date:
 		d, err := time.Parse(time.DateOnly, t)
 		if err != nil {

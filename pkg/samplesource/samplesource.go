@@ -1,5 +1,6 @@
-// Package samplesource serves deterministic synthetic daily order CSVs over HTTP. It stands in for
-// the upstream orders API in the quickstart demo and in integration tests, so the whole pipeline
+// Package samplesource serves deterministic synthetic daily CSVs over HTTP: orders at
+// /data/<ds>.csv and events (the second example, events.go) at /events/<ds>.csv. It stands in
+// for the upstream APIs in the quickstart demo and in integration tests, so the whole pipeline
 // can run without the real source, and tests can compute the exact rows they should end up with.
 package samplesource
 
@@ -273,7 +274,7 @@ func Handler(opts Options) (http.Handler, error) {
 			return nil, fmt.Errorf("samplesource: %s is not a directory", opts.Dir)
 		}
 	}
-	s := &server{cfg: c, dir: opts.Dir, delay: opts.Delay, now: opts.Now, first: map[string]time.Time{}}
+	s := &server{cfg: c, opts: opts, dir: opts.Dir, delay: opts.Delay, now: opts.Now, first: map[string]time.Time{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -282,12 +283,18 @@ func Handler(opts Options) (http.Handler, error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("/data/{file}", s.serveData)
+	mux.HandleFunc("/data/{file}", func(w http.ResponseWriter, r *http.Request) {
+		s.serveData(w, r, "orders", func(w io.Writer, ds string, day int64) error { return writeCSV(w, day, s.cfg) })
+	})
+	mux.HandleFunc("/events/{file}", func(w http.ResponseWriter, r *http.Request) {
+		s.serveData(w, r, "events", func(w io.Writer, ds string, _ int64) error { return WriteEventsCSV(w, ds, s.opts) })
+	})
 	return mux, nil
 }
 
 type server struct {
 	cfg   genConfig
+	opts  Options
 	dir   string
 	delay time.Duration
 	now   func() time.Time
@@ -296,7 +303,8 @@ type server struct {
 	first map[string]time.Time // first request per date, only tracked when delay > 0
 }
 
-func (s *server) serveData(w http.ResponseWriter, r *http.Request) {
+// serveData serves one feed's file for the ds in the path, written by write.
+func (s *server) serveData(w http.ResponseWriter, r *http.Request, feed string, write func(io.Writer, string, int64) error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -309,12 +317,12 @@ func (s *server) serveData(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
-	if wait := s.wait(ds, now); wait > 0 {
+	if wait := s.wait(feed+"/"+ds, now); wait > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
 		http.Error(w, "not available yet", http.StatusNotFound)
 		return
 	}
-	if s.dir != "" {
+	if s.dir != "" && feed == "orders" {
 		s.serveFile(w, r, ds)
 		return
 	}
@@ -325,7 +333,7 @@ func (s *server) serveData(w http.ResponseWriter, r *http.Request) {
 		mod = now
 	}
 	mod = mod.UTC().Truncate(time.Second)
-	etag := fmt.Sprintf(`"%s-%s-%d-%d"`, genVersion, ds, s.cfg.rows, s.cfg.updates)
+	etag := fmt.Sprintf(`"%s-%s-%s-%d-%d"`, genVersion, feed, ds, s.cfg.rows, s.cfg.updates)
 	h := w.Header()
 	h.Set("ETag", etag)
 	h.Set("Last-Modified", mod.Format(http.TimeFormat))
@@ -337,7 +345,7 @@ func (s *server) serveData(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	if err := writeCSV(w, day, s.cfg); err != nil {
+	if err := write(w, ds, day); err != nil {
 		// The status is already sent; abort so the client sees a broken transfer, not a short file.
 		panic(http.ErrAbortHandler)
 	}

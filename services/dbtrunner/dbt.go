@@ -132,7 +132,10 @@ func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("dbt profile: %w", err)
 	}
-	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name}
+	if _, err := r.contractFor(p); err != nil {
+		return nil, err
+	}
+	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name, "sluice_pipelines": r.specs()}
 	if token != 0 {
 		vars["fence"] = token
 	}

@@ -16,7 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -27,17 +29,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-)
-
-// The upsert contract (DESIGN.md, "Data model"): rows are identified by keyColumn and versioned
-// by versionColumn. The dbt model and the counting query below must agree on both.
-const (
-	keyColumn     = "order_id"
-	versionColumn = "updated_at"
 )
 
 // Runner runs dbt for partitioned days.
@@ -52,6 +48,12 @@ type Runner struct {
 	// CancelGrace is how long dbt gets to cancel its queries and exit after ctx is cancelled
 	// (it is sent an interrupt) before it is killed.
 	CancelGrace time.Duration
+
+	mu sync.Mutex
+	// contracts and staging are the known pipelines' data contracts and staging tables, by
+	// pipeline name: UsePipelines sets them, a pipeline handled without it loads its contract.
+	contracts map[string]*contract.Contract
+	staging   map[string]string
 }
 
 // New returns a Runner. dbt is the executable (a path, or a name looked up in PATH), projectDir
@@ -89,7 +91,58 @@ func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, buck
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Runner{dbt: exe, projectDir: abs, threads: threads, pg: pg, s3: s3c, bucket: bucket,
-		log: log, CancelGrace: 15 * time.Second}, nil
+		log: log, CancelGrace: 15 * time.Second, contracts: map[string]*contract.Contract{}, staging: map[string]string{}}, nil
+}
+
+// UsePipelines tells the runner every configured pipeline and its contract (contracts is keyed
+// by pipeline name, see contract.ForPipelines): each dbt invocation gets all of them in var
+// sluice_pipelines, so the whole project compiles. It first checks that every pipeline's
+// target model uses the sluice macros (CheckModels).
+func (r *Runner) UsePipelines(pipelines []config.Pipeline, contracts map[string]*contract.Contract) error {
+	if err := CheckModels(r.projectDir, pipelines); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range pipelines {
+		c, ok := contracts[p.Name]
+		if !ok {
+			return fmt.Errorf("pipeline %s: no contract loaded", p.Name)
+		}
+		r.contracts[p.Name], r.staging[p.Name] = c, p.StagingTable
+	}
+	return nil
+}
+
+// contractFor returns p's contract: the one UsePipelines gave, or else its built-in contract
+// (p.Contract, or the pipeline's name), loaded once.
+func (r *Runner) contractFor(p config.Pipeline) (*contract.Contract, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.contracts[p.Name]; ok {
+		return c, nil
+	}
+	ref := p.Contract
+	if ref == "" {
+		ref = p.Name
+	}
+	c, err := contract.Load(ref, r.projectDir)
+	if err != nil {
+		return nil, flow.Permanent(fmt.Errorf("pipeline %s: %w", p.Name, err))
+	}
+	r.contracts[p.Name], r.staging[p.Name] = c, p.StagingTable
+	return c, nil
+}
+
+// specs is var sluice_pipelines: every known pipeline's contract as the dbt macros read it.
+func (r *Runner) specs() map[string]contract.Spec {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]contract.Spec, len(r.contracts))
+	for name, c := range r.contracts {
+		out[name] = c.Spec(r.staging[name])
+	}
+	return out
 }
 
 // runIDRe is what a run id may look like (a ULID fits); it ends up in an S3 key and in dbt vars.
@@ -97,7 +150,7 @@ var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // counts is what a day's upsert does to the target, computed before dbt runs.
 type counts struct {
-	Inserted  int64 // order_id not in the target yet
+	Inserted  int64 // key not in the target yet
 	Updated   int64 // in the target with a strictly older version (in any partition)
 	Unchanged int64 // in the target with the same or a newer version
 	// Partitions says where the rows go: the ds's partition first, then every partition that
@@ -197,8 +250,8 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 }
 
 // count computes, in one query, what upserting ds's staging slice into the target will do: the
-// slice deduplicated by order_id (latest updated_at wins, as in the dbt model) left-joined to the
-// target. With ensureFences it also makes sure the fencing table the model's pre-hook writes
+// slice deduplicated by the contract's key (the greatest version wins, as in the dbt model)
+// left-joined to the target. With ensureFences it also makes sure the fencing table the model's pre-hook writes
 // exists.
 func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition string, ensureFences bool) (_ counts, err error) {
 	ctx, span := tracer(ctx).Start(ctx, "count upsert", trace.WithSpanKind(trace.SpanKindClient),
@@ -219,8 +272,12 @@ func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition str
 			return counts{}, err
 		}
 	}
+	con, err := r.contractFor(p)
+	if err != nil {
+		return counts{}, err
+	}
 	c := counts{Partitions: []event.PartitionRows{{Partition: partition}}}
-	rows, err := conn.Query(ctx, countSQL(p), ds)
+	rows, err := conn.Query(ctx, countSQL(p, con), ds)
 	if err == nil {
 		var part string
 		var ins, win, keep int64
@@ -246,30 +303,58 @@ func isTargetModel(node, table string) bool {
 	return strings.HasPrefix(node, "model.") && strings.HasSuffix(node, "."+table)
 }
 
-// countSQL mirrors the model's rule (dbt_project/models/marts/orders.sql): a staged version
-// replaces the stored one when its updated_at is greater, or equal and its date earlier. It
-// counts per partition holding the stored version (schema.name; ” for new keys), so the
+// countSQL mirrors the upsert's rule (dbt_project/macros/sluice_upsert.sql): with a version
+// column, a staged row replaces the stored one when its version is greater, or equal and its date
+// earlier; without one, when any value (or the date) differs. Unchanged rows are the rest. It
+// counts per partition holding the stored version (schema.name; '' for new keys), so the
 // summary can say which rows move between partitions.
-func countSQL(p config.Pipeline) string {
-	key, version := pgx.Identifier{keyColumn}.Sanitize(), pgx.Identifier{versionColumn}.Sanitize()
+func countSQL(p config.Pipeline, c *contract.Contract) string {
+	id := func(col string) string { return pgx.Identifier{col}.Sanitize() }
+	keys := make([]string, len(c.Key))
+	join := make([]string, len(c.Key))
+	for i, k := range c.Key {
+		keys[i] = id(k)
+		join[i] = "t." + id(k) + " = s." + id(k)
+	}
+	part := id(c.Partition.Column)
+	selected, order, replaces := keys, keys, ""
+	if v := c.VersionColumn; v != "" {
+		selected = append(slices.Clone(keys), id(v))
+		order = append(slices.Clone(keys), id(v)+" DESC")
+		replaces = fmt.Sprintf("t.%[1]s < s.%[1]s OR (t.%[1]s = s.%[1]s AND $1::date < t.%[2]s)", id(v), part)
+	} else {
+		// The row the model keeps: ties broken on the other columns, greatest first.
+		var sv, tv []string
+		for _, col := range c.Columns {
+			sv, tv = append(sv, "s."+id(col.Name)), append(tv, "t."+id(col.Name))
+			if !slices.Contains(c.Key, col.Name) {
+				order = append(order, id(col.Name)+" DESC")
+			}
+		}
+		selected = make([]string, 0, len(c.Columns))
+		for _, col := range c.Columns {
+			selected = append(selected, id(col.Name))
+		}
+		replaces = fmt.Sprintf("(%s, $1::date) IS DISTINCT FROM (%s, t.%s)", strings.Join(sv, ", "), strings.Join(tv, ", "), part)
+	}
 	return fmt.Sprintf(`WITH s AS (
-	SELECT DISTINCT ON (%[1]s) %[1]s, %[2]s
+	SELECT DISTINCT ON (%[1]s) %[2]s
 	FROM %[3]s
 	WHERE %[4]s = $1::date
-	ORDER BY %[1]s, %[2]s DESC
+	ORDER BY %[5]s
 ), j AS (
 	SELECT t.tableoid AS part,
-	       count(*) FILTER (WHERE t.%[1]s IS NULL) AS ins,
-	       count(*) FILTER (WHERE t.%[2]s < s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date < t.%[4]s)) AS win,
-	       count(*) FILTER (WHERE t.%[2]s > s.%[2]s OR (t.%[2]s = s.%[2]s AND $1::date >= t.%[4]s)) AS keep
-	FROM s LEFT JOIN %[5]s AS t ON t.%[1]s = s.%[1]s
+	       count(*) FILTER (WHERE t.%[6]s IS NULL) AS ins,
+	       count(*) FILTER (WHERE t.%[6]s IS NOT NULL AND (%[7]s)) AS win,
+	       count(*) FILTER (WHERE t.%[6]s IS NOT NULL AND NOT (%[7]s)) AS keep
+	FROM s LEFT JOIN %[8]s AS t ON %[9]s
 	GROUP BY t.tableoid
 )
 SELECT coalesce(n.nspname || '.' || c.relname, ''), j.ins, j.win, j.keep
 FROM j LEFT JOIN pg_class AS c ON c.oid = j.part LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
 ORDER BY 1`,
-		key, version,
+		strings.Join(keys, ", "), strings.Join(selected, ", "),
 		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), // where the validator loads it
-		pgx.Identifier{p.Target.PartitionColumn}.Sanitize(),
-		pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize())
+		part, strings.Join(order, ", "), keys[0], replaces,
+		pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize(), strings.Join(join, " AND "))
 }

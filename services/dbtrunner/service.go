@@ -6,6 +6,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 )
@@ -24,6 +25,13 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 	r, err := New(exe, cfg.Path(cfg.DBT.ProjectDir), cfg.DBT.Threads, cfg.Postgres.URL.Reveal(), s3c, cfg.S3.Bucket,
 		d.Logger("dbtrunner"))
 	if err != nil {
+		return nil, err
+	}
+	contracts, err := contract.ForPipelines(cfg.Pipelines, cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.UsePipelines(cfg.Pipelines, contracts); err != nil {
 		return nil, err
 	}
 	// dbt connects on its own; /readyz checks that the database answers (through the pool).

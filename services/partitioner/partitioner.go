@@ -1,7 +1,8 @@
-// Package partitioner creates the day's partition of a pipeline's target table: on `validated`
-// it makes sure the target exists as a table PARTITION BY RANGE on the partition column, with an
-// index on the contract's key (the upsert looks rows up by it in every partition), and attaches
-// a partition [ds, ds+1 day). Names and bounds come from the parsed date and identifiers are
+// Package partitioner creates the ds's partition of a pipeline's target table: on `validated`
+// it makes sure the target exists as a table PARTITION BY RANGE on the contract's partition
+// column, with an index on the contract's key (the upsert looks rows up by it in every
+// partition), and attaches the partition that holds ds: [ds, ds+1 day) for a daily contract,
+// the calendar month for a monthly one. Names and bounds come from the parsed date and identifiers are
 // quoted, never spliced from raw event text. Writes are fenced by the run's lease token. It also
 // enforces the pipeline's retention (retention.go): after the partition is created, and on its
 // own with `sluice retention`.
@@ -58,6 +59,9 @@ func FromDeps(ctx context.Context, d *app.Deps) (*Partitioner, error) {
 	if err := fence.Ensure(ctx, pool); err != nil {
 		return nil, err
 	}
+	if err := CheckTargets(ctx, pool, d.Config.Pipelines, contracts); err != nil {
+		return nil, err
+	}
 	return New(pool, s3c, d.Config.S3.Bucket, contracts, d.Logger("partitioner")), nil
 }
 
@@ -81,28 +85,48 @@ func New(pool *pgxpool.Pool, s3c *s3.Client, bucket string, contracts map[string
 	return &Partitioner{pool: pool, s3: s3c, bucket: bucket, contracts: contracts, log: log, now: time.Now}
 }
 
-// PartitionName is the partition table for day: <table>_pYYYYMMDD.
-func PartitionName(table string, day time.Time) string {
-	return table + "_p" + day.Format("20060102")
+// PartitionName is the partition table that holds day: <table>_pYYYYMMDD by day, <table>_pYYYYMM
+// by month.
+func PartitionName(table string, part contract.Partition, day time.Time) string {
+	return table + "_p" + part.Suffix(part.Start(day))
 }
 
-// partitionDay is the day of a partition PartitionName made for table; ok is false for any
-// other name (a partition created by hand is never touched).
-func partitionDay(table, name string) (day time.Time, ok bool) {
-	digits, found := strings.CutPrefix(name, table+"_p")
-	if !found || len(digits) != 8 {
+// partitionStart is the first day of a partition PartitionName made for table; ok is false for
+// any other name (a partition created by hand is never touched).
+func partitionStart(table string, part contract.Partition, name string) (start time.Time, ok bool) {
+	suffix, found := strings.CutPrefix(name, table+"_p")
+	if !found {
 		return time.Time{}, false
 	}
-	day, err := time.Parse("20060102", digits)
-	if err != nil || PartitionName(table, day) != name {
-		return time.Time{}, false
+	return part.ParseSuffix(suffix)
+}
+
+// CheckTargets fails, naming the contract's file and line, when a pipeline's target table
+// already exists with columns its contract contradicts (a column missing or of another type):
+// the upsert would fail on every run otherwise.
+func CheckTargets(ctx context.Context, q contract.Querier, pipelines []config.Pipeline, contracts map[string]*contract.Contract) error {
+	for _, p := range pipelines {
+		c, ok := contracts[p.Name]
+		if !ok {
+			return fmt.Errorf("pipeline %s: no contract loaded", p.Name)
+		}
+		have, err := contract.TableColumns(ctx, q, pgx.Identifier{p.Target.Schema, p.Target.Table})
+		if err != nil {
+			return fmt.Errorf("pipeline %s: %w", p.Name, err)
+		}
+		if len(have) == 0 {
+			continue // created on the first run
+		}
+		if err := c.CheckColumns("target table "+p.Target.Schema+"."+p.Target.Table, have, [2]string{c.Partition.Column, "date"}); err != nil {
+			return fmt.Errorf("pipeline %s: %w", p.Name, err)
+		}
 	}
-	return day, true
+	return nil
 }
 
 // TargetDDL creates the partitioned target from the contract's columns. There is no primary key:
 // PostgreSQL requires a unique constraint on a partitioned table to include the partition key,
-// so order_id uniqueness across partitions is kept by the dbt upsert (and tested by dbt).
+// so the key's uniqueness across partitions is kept by the dbt upsert (and tested by dbt).
 func TargetDDL(c *contract.Contract, t config.Target) string {
 	cols := make([]string, 0, len(c.Columns)+1)
 	for _, col := range c.Columns {
@@ -112,29 +136,35 @@ func TargetDDL(c *contract.Contract, t config.Target) string {
 		}
 		cols = append(cols, def)
 	}
-	cols = append(cols, pgx.Identifier{t.PartitionColumn}.Sanitize()+" date NOT NULL")
+	part := pgx.Identifier{c.Partition.Column}.Sanitize()
+	cols = append(cols, part+" date NOT NULL")
 	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (%s) PARTITION BY RANGE (%s)",
-		pgx.Identifier{t.Schema, t.Table}.Sanitize(), strings.Join(cols, ", "), pgx.Identifier{t.PartitionColumn}.Sanitize())
+		pgx.Identifier{t.Schema, t.Table}.Sanitize(), strings.Join(cols, ", "), part)
 }
 
 // KeyIndexDDL indexes the target on the contract's key. The upsert deletes the stored version of
 // each incoming key from whichever partition holds it and compares versions by key; without this
 // index both scan every partition, and a day's load slows down with the table's age.
 func KeyIndexDDL(c *contract.Contract, t config.Target) string {
-	name := t.Table + "_" + c.Key + "_idx"
+	name := t.Table + "_" + strings.Join(c.Key, "_") + "_idx"
 	if len(name) > 63 {
 		name = name[:63]
 	}
+	cols := make([]string, len(c.Key))
+	for i, k := range c.Key {
+		cols[i] = pgx.Identifier{k}.Sanitize()
+	}
 	return fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)", pgx.Identifier{name}.Sanitize(),
-		pgx.Identifier{t.Schema, t.Table}.Sanitize(), pgx.Identifier{c.Key}.Sanitize())
+		pgx.Identifier{t.Schema, t.Table}.Sanitize(), strings.Join(cols, ", "))
 }
 
-// PartitionDDL attaches the partition for day to the target.
-func PartitionDDL(t config.Target, day time.Time) string {
+// PartitionDDL attaches the partition that holds day to the target.
+func PartitionDDL(t config.Target, part contract.Partition, day time.Time) string {
+	start := part.Start(day)
 	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s PARTITION OF %s FOR VALUES FROM ('%s') TO ('%s')",
-		pgx.Identifier{t.Schema, PartitionName(t.Table, day)}.Sanitize(),
+		pgx.Identifier{t.Schema, PartitionName(t.Table, part, start)}.Sanitize(),
 		pgx.Identifier{t.Schema, t.Table}.Sanitize(),
-		day.Format(time.DateOnly), day.AddDate(0, 0, 1).Format(time.DateOnly))
+		start.Format(time.DateOnly), part.End(start).Format(time.DateOnly))
 }
 
 // Handle creates the target (if new) and the ds partition, in one fenced transaction, then
@@ -149,7 +179,7 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 	if !ok {
 		return nil, flow.Permanentf("no data contract loaded for pipeline %s", p.Name)
 	}
-	if oldest, on := OldestKept(p.Retention, pt.now()); on && day.Before(oldest) {
+	if oldest, on := OldestKept(p.Retention, pt.now()); on && Expired(c.Partition, day, oldest) {
 		return nil, flow.Permanentf("ds %s is older than the %d-day retention of pipeline %s (oldest kept: %s): its partition would be dropped",
 			v.DS, p.Retention.Days, p.Name, oldest.Format(time.DateOnly))
 	}
@@ -158,7 +188,7 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	for _, stmt := range []string{TargetDDL(c, p.Target), KeyIndexDDL(c, p.Target), PartitionDDL(p.Target, day)} {
+	for _, stmt := range []string{TargetDDL(c, p.Target), KeyIndexDDL(c, p.Target), PartitionDDL(p.Target, c.Partition, day)} {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return nil, classify(fmt.Errorf("%s: %w", stmt, err))
 		}
@@ -181,7 +211,7 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 		StagingTable: v.StagingTable,
 		Rows:         v.Rows,
 		Table:        p.Target.Schema + "." + p.Target.Table,
-		Partition:    p.Target.Schema + "." + PartitionName(p.Target.Table, day),
+		Partition:    p.Target.Schema + "." + PartitionName(p.Target.Table, c.Partition, day),
 		Quarantine:   v.Quarantine,
 	}, nil
 }

@@ -268,6 +268,8 @@ func TestConfigRetention(t *testing.T) {
 
 var nameRe = regexp.MustCompile(`^orders_p[0-9]{8}$`)
 
+var daily = contract.Partition{Column: "load_date", Grain: contract.Day}
+
 // FuzzPartitionName: whatever text arrives as a ds, only a real date gets through event.ParseDS,
 // and what is built from it is a plain partition name and DDL with exactly the date's bounds.
 func FuzzPartitionName(f *testing.F) {
@@ -284,17 +286,17 @@ func FuzzPartitionName(f *testing.F) {
 		if day.Format(time.DateOnly) != ds || day.Location() != time.UTC || day.Hour() != 0 {
 			t.Fatalf("ParseDS(%q) = %v, which does not format back to it", ds, day)
 		}
-		name := PartitionName("orders", day)
+		name := PartitionName("orders", daily, day)
 		if !nameRe.MatchString(name) {
 			t.Fatalf("partition name %q for %q", name, ds)
 		}
-		back, ok := partitionDay("orders", name)
+		back, ok := partitionStart("orders", daily, name)
 		if !ok || !back.Equal(day) {
-			t.Fatalf("partitionDay(%q) = %v %v, want %v", name, back, ok, day)
+			t.Fatalf("partitionStart(%q) = %v %v, want %v", name, back, ok, day)
 		}
 		next := day.AddDate(0, 0, 1).Format(time.DateOnly)
 		want := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS "public"."%s" PARTITION OF "public"."orders" FOR VALUES FROM ('%s') TO ('%s')`, name, ds, next)
-		if got := PartitionDDL(target, day); got != want {
+		if got := PartitionDDL(target, daily, day); got != want {
 			t.Fatalf("PartitionDDL = %s\nwant %s", got, want)
 		}
 	})
@@ -306,8 +308,8 @@ func FuzzPartitionDay(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		day, ok := partitionDay("orders", name)
-		if ok != (PartitionName("orders", day) == name) {
+		day, ok := partitionStart("orders", daily, name)
+		if ok != (PartitionName("orders", daily, day) == name) {
 			t.Fatalf("partitionDay(%q) = %v, %v", name, day, ok)
 		}
 	})
@@ -316,12 +318,12 @@ func FuzzPartitionDay(f *testing.F) {
 func TestPartitionDay(t *testing.T) {
 	for name, ok := range map[string]bool{"orders_p20240101": true, "orders_p20240230": false, "orders_p2024010": false,
 		"orders_archive_2023": false, "other_p20240101": false, "orders_p20240101x": false} {
-		if _, got := partitionDay("orders", name); got != ok {
+		if _, got := partitionStart("orders", daily, name); got != ok {
 			t.Errorf("partitionDay(%q) ok = %v, want %v", name, got, ok)
 		}
 	}
 	var b bytes.Buffer
-	b.WriteString(KeyIndexDDL(&contract.Contract{Key: "order_id"}, config.Target{Schema: "s", Table: strings.Repeat("t", 60)}))
+	b.WriteString(KeyIndexDDL(&contract.Contract{Key: contract.Key{"order_id"}}, config.Target{Schema: "s", Table: strings.Repeat("t", 60)}))
 	if !strings.Contains(b.String(), `"`+strings.Repeat("t", 60)+`_or" ON "s"."`) {
 		t.Fatalf("long index name not cut to 63 bytes: %s", b.String())
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/fence"
 )
 
@@ -27,23 +28,34 @@ func OldestKept(r config.Retention, now time.Time) (day time.Time, on bool) {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -r.Days), true
 }
 
+// Expired reports whether the partition that holds day lies wholly before oldest, the first
+// day retention keeps: retention drops whole partitions, so a monthly partition stays until its
+// last day is older than the retention.
+func Expired(part contract.Partition, day, oldest time.Time) bool {
+	return !part.End(part.Start(day)).After(oldest)
+}
+
 // Dropped is one partition retention removed.
 type Dropped struct {
-	Partition string // schema-qualified
-	Day       time.Time
+	Partition string    // schema-qualified
+	Day       time.Time // the partition's first day
 	Rows      int64
 	// Export is the s3:// URL the rows were written to first, if the pipeline exports.
 	Export string
 }
 
-// Retention detaches and drops the partitions of p's target whose day is before OldestKept
-// (optionally exporting each to S3 first), oldest first, each in its own transaction fenced by
+// Retention detaches and drops the partitions of p's target that lie wholly before OldestKept
+// (see Expired; optionally exporting each to S3 first), oldest first, each in its own transaction fenced by
 // token: a run that lost its lease drops nothing. Partitions not named by PartitionName are
 // left alone. It returns what it dropped, also when it stops at an error.
 func (pt *Partitioner) Retention(ctx context.Context, p *config.Pipeline, runID string, token uint64, now time.Time) ([]Dropped, error) {
 	oldest, on := OldestKept(p.Retention, now)
 	if !on {
 		return nil, nil
+	}
+	c, ok := pt.contracts[p.Name]
+	if !ok {
+		return nil, fmt.Errorf("no data contract loaded for pipeline %s", p.Name)
 	}
 	if p.Retention.ExportToS3 && pt.s3 == nil {
 		return nil, fmt.Errorf("pipeline %s exports partitions before dropping them, but the partitioner has no S3 client", p.Name)
@@ -59,12 +71,12 @@ func (pt *Partitioner) Retention(ctx context.Context, p *config.Pipeline, runID 
 		return nil, fmt.Errorf("list partitions of %s: %w", target.Sanitize(), err)
 	}
 	var done []Dropped
-	for _, name := range names { // YYYYMMDD names sort by day
-		day, ok := partitionDay(p.Target.Table, name)
-		if !ok || !day.Before(oldest) {
+	for _, name := range names { // YYYYMMDD and YYYYMM names sort by day
+		day, ok := partitionStart(p.Target.Table, c.Partition, name)
+		if !ok || !Expired(c.Partition, day, oldest) {
 			continue
 		}
-		d, err := pt.drop(ctx, p, runID, token, day)
+		d, err := pt.drop(ctx, p, c.Partition, runID, token, day)
 		if err != nil {
 			return done, fmt.Errorf("retention of pipeline %s: partition %s.%s: %w", p.Name, p.Target.Schema, name, err)
 		}
@@ -77,9 +89,10 @@ func (pt *Partitioner) Retention(ctx context.Context, p *config.Pipeline, runID 
 
 // drop exports (if configured), detaches and drops one partition in one transaction. The
 // partition is locked against writes first, so the export holds every row that is dropped.
-func (pt *Partitioner) drop(ctx context.Context, p *config.Pipeline, runID string, token uint64, day time.Time) (Dropped, error) {
-	part := pgx.Identifier{p.Target.Schema, PartitionName(p.Target.Table, day)}
-	d := Dropped{Partition: p.Target.Schema + "." + PartitionName(p.Target.Table, day), Day: day}
+func (pt *Partitioner) drop(ctx context.Context, p *config.Pipeline, grain contract.Partition, runID string, token uint64, day time.Time) (Dropped, error) {
+	name := PartitionName(p.Target.Table, grain, day)
+	part := pgx.Identifier{p.Target.Schema, name}
+	d := Dropped{Partition: p.Target.Schema + "." + name, Day: day}
 	tx, err := pt.pool.Begin(ctx)
 	if err != nil {
 		return d, fmt.Errorf("begin: %w", err)

@@ -134,6 +134,17 @@ func appendValue(buf []byte, t contract.Type, v any) ([]byte, error) {
 		return binary.BigEndian.AppendUint32(buf, uint32(v)), nil
 	case string:
 		return appendBytes(buf, []byte(v)), nil
+	case bool:
+		buf = binary.BigEndian.AppendUint32(buf, 1)
+		if v {
+			return append(buf, 1), nil
+		}
+		return append(buf, 0), nil
+	case contract.JSON:
+		// jsonb's binary format: a version byte (1), then the JSON text.
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(v)+1))
+		buf = append(buf, 1)
+		return append(buf, v...), nil
 	case time.Time:
 		if t == contract.Date {
 			return appendDate(buf, v), nil

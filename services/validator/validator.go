@@ -81,10 +81,7 @@ func (v *Validator) Prepare(ctx context.Context, pipelines []config.Pipeline, co
 }
 
 func prepareStaging(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract) error {
-	part := p.Target.PartitionColumn
-	if _, clash := c.Column(part); clash || part == contract.RunIDColumn {
-		return fmt.Errorf("partition column %s clashes with a column of contract %s", part, c.Name)
-	}
+	part := c.Partition.Column // Validate made sure it is not a column of the file
 	// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the schema
 	// exists, so only issue it when the schema is really missing.
 	var exists bool
@@ -119,55 +116,14 @@ func prepareStaging(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contra
 	return checkShape(ctx, tx, p, c)
 }
 
-// pgTypes maps contract types to what format_type() calls them.
-var pgTypes = map[contract.Type]string{
-	contract.Bigint:      "bigint",
-	contract.Integer:     "integer",
-	contract.Numeric:     "numeric",
-	contract.Text:        "text",
-	contract.Date:        "date",
-	contract.Timestamptz: "timestamp with time zone",
-}
-
 // checkShape fails when a table created for an older contract lacks a column or types it
 // differently: otherwise every COPY would fail on the server and be retried in vain.
 func checkShape(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract) error {
-	rows, err := tx.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`,
-		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize())
+	have, err := contract.TableColumns(ctx, tx, pgx.Identifier{p.Target.Schema, p.StagingTable})
 	if err != nil {
-		return fmt.Errorf("read columns: %w", err)
+		return err
 	}
-	have := map[string]string{}
-	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return fmt.Errorf("read columns: %w", err)
-		}
-		have[name] = typ
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read columns: %w", err)
-	}
-	want := make([][2]string, 0, len(c.Columns)+2)
-	for _, col := range c.Columns {
-		want = append(want, [2]string{col.Name, pgTypes[col.Type]})
-	}
-	want = append(want, [2]string{p.Target.PartitionColumn, "date"}, [2]string{contract.RunIDColumn, "text"})
-	var problems []string
-	for _, w := range want {
-		typ, ok := have[w[0]]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("column %s is missing", w[0]))
-		case typ != w[1] && !(w[1] == "numeric" && strings.HasPrefix(typ, "numeric(")):
-			problems = append(problems, fmt.Sprintf("column %s is %s, the contract needs %s", w[0], typ, w[1]))
-		}
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("exists with another shape than contract %s: %s (migrate or drop it)", c.Name, strings.Join(problems, "; "))
-	}
-	return nil
+	return c.CheckColumns("the table", have, [2]string{c.Partition.Column, "date"}, [2]string{contract.RunIDColumn, "text"})
 }
 
 // Handle streams the landed object from S3 through contract c into p's staging table, replacing
@@ -261,7 +217,7 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		return 0, fmt.Errorf("lock staging slice: %w", err)
 	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1", table.Sanitize(),
-		pgx.Identifier{p.Target.PartitionColumn}.Sanitize()), ds); err != nil {
+		pgx.Identifier{c.Partition.Column}.Sanitize()), ds); err != nil {
 		return 0, fmt.Errorf("delete staging slice %s: %w", in.DS, err)
 	}
 	// The binary stream's types must match the table's exactly (pgx.CopyFrom looked them up per
@@ -269,7 +225,7 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 	if err := checkShape(ctx, tx, p, c); err != nil {
 		return 0, fmt.Errorf("staging table %s: %w", table.Sanitize(), err)
 	}
-	columns := append(c.ColumnNames(), p.Target.PartitionColumn, contract.RunIDColumn)
+	columns := append(c.ColumnNames(), c.Partition.Column, contract.RunIDColumn)
 	// Once more rows are bad than the pipeline allows, the load is lost: stop sending rows.
 	n, err := copyBinary(ctx, tx.Conn(), table, columns, newBinaryCopy(rd, q.over, c, ds, in.RunID))
 	if rerr := rd.Err(); rerr != nil {
