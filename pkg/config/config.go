@@ -189,6 +189,11 @@ type Pipeline struct {
 	SLA *SLA `yaml:"sla"`
 	// Alerts lists the channels ("slack", "email", "sns") alerts go to; default: all configured.
 	Alerts []string `yaml:"alerts"`
+	// AlertsFallback lists channels that get an alert when one of Alerts fails for good (Slack's
+	// channel_not_found, a rejected login): so a broken primary does not swallow the alert.
+	AlertsFallback []string `yaml:"alerts_fallback"`
+	// SlackChannel overrides alerts.slack.channel for this pipeline's alerts.
+	SlackChannel string `yaml:"slack_channel"`
 	// Notices adds success or recovery notices to the failure alerts, on the same channels.
 	Notices Notices `yaml:"notices"`
 	// MaxBadRows is how many rows may break the contract before the run fails (default 0: any
@@ -939,6 +944,20 @@ func (c *Config) Validate() error {
 		}
 		if !strings.Contains(p.Retention.ExportKey, "{ds}") {
 			return fieldErr(at+".retention.export_key", "%q must contain {ds}", p.Retention.ExportKey)
+		}
+		for i, a := range p.AlertsFallback {
+			if (a == "slack" && c.Alerts.Slack == nil) || (a == "email" && c.Alerts.Email == nil) || (a == "sns" && c.Alerts.SNS == nil) {
+				return fieldErr(at+".alerts_fallback", "channel %q is not configured under alerts", a)
+			}
+			if a != "slack" && a != "email" && a != "sns" {
+				return fieldErr(at+".alerts_fallback", "unknown channel %q (slack, email, sns)", a)
+			}
+			if slices.Contains(p.Alerts, a) || slices.Contains(p.AlertsFallback[:i], a) {
+				return fieldErr(at+".alerts_fallback", "channel %q is already listed", a)
+			}
+		}
+		if p.SlackChannel != "" && c.Alerts.Slack == nil {
+			return fieldErr(at+".slack_channel", "needs alerts.slack")
 		}
 		for _, a := range p.Alerts {
 			if (a == "slack" && c.Alerts.Slack == nil) || (a == "email" && c.Alerts.Email == nil) || (a == "sns" && c.Alerts.SNS == nil) {

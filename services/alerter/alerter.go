@@ -46,6 +46,7 @@ type Alerter struct {
 	traceURL  string
 	pipelines map[string]*config.Pipeline
 	routes    map[string][]string // pipeline name -> channels
+	fallbacks map[string][]string // pipeline name -> channels used when a route fails for good
 	notifiers map[string]notifier // channel -> its client
 	runs      *runstate.Store
 	deadlines deadlines
@@ -111,6 +112,7 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 		traceURL:  cfg.TraceURL,
 		pipelines: make(map[string]*config.Pipeline, len(pipelines)),
 		routes:    make(map[string][]string, len(pipelines)),
+		fallbacks: make(map[string][]string, len(pipelines)),
 		notifiers: make(map[string]notifier),
 		now:       time.Now,
 	}
@@ -119,9 +121,9 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 	}
 	for i := range pipelines {
 		p := &pipelines[i]
-		var channels []string
-		for _, ch := range p.Alerts {
-			if slices.Contains(channels, ch) {
+		var channels, fallback []string
+		for _, ch := range append(slices.Clone(p.Alerts), p.AlertsFallback...) {
+			if slices.Contains(channels, ch) || slices.Contains(fallback, ch) {
 				continue
 			}
 			if _, ok := a.notifiers[ch]; !ok {
@@ -131,10 +133,15 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 				}
 				a.notifiers[ch] = n
 			}
-			channels = append(channels, ch)
+			if slices.Contains(p.Alerts, ch) {
+				channels = append(channels, ch)
+			} else {
+				fallback = append(fallback, ch)
+			}
 		}
 		a.pipelines[p.Name] = p
 		a.routes[p.Name] = channels
+		a.fallbacks[p.Name] = fallback
 	}
 	return a, nil
 }
@@ -216,11 +223,31 @@ func (a *Alerter) Handle(ctx context.Context, e event.Event) error {
 		return flow.Permanentf("alert: no alert for %s events", e.Kind())
 	}
 
-	var errs []error
+	al.slackChannel = p.SlackChannel
+	var errs, broken []error
 	for _, ch := range a.routes[run.Pipeline] {
 		if err := a.deliver(ctx, log, ch, al); err != nil {
 			log.WarnContext(ctx, "alert not sent", "channel", ch, "err", err, "permanent", flow.IsPermanent(err))
-			errs = append(errs, fmt.Errorf("%s alert on %s: %w", al.Kind, ch, err))
+			err = fmt.Errorf("%s alert on %s: %w", al.Kind, ch, err)
+			if flow.IsPermanent(err) && len(a.fallbacks[run.Pipeline]) > 0 {
+				broken = append(broken, err)
+				continue
+			}
+			errs = append(errs, err)
+		}
+	}
+	if len(broken) > 0 {
+		// A primary channel can never deliver (say Slack's channel_not_found): the fallback
+		// channels carry the alert. The broken channel is logged, not retried; the run's alert
+		// fails only if a fallback fails too.
+		for _, ch := range a.fallbacks[run.Pipeline] {
+			if err := a.deliver(ctx, log, ch, al); err != nil {
+				log.WarnContext(ctx, "fallback alert not sent", "channel", ch, "err", err, "permanent", flow.IsPermanent(err))
+				errs = append(append(errs, broken...), fmt.Errorf("%s alert on fallback %s: %w", al.Kind, ch, err))
+				broken = nil
+				continue
+			}
+			log.WarnContext(ctx, "alert sent on a fallback channel", "channel", ch, "because", errors.Join(broken...).Error())
 		}
 	}
 	return combine(errs)

@@ -633,3 +633,42 @@ func TestSlackRateLimitWaitsForRetryAfter(t *testing.T) {
 	}
 	wantCounts(t, e, 1, 1)
 }
+
+// TestPipelineRoutingAndFallback: each pipeline alerts on its own channels (orders on its own
+// Slack channel, events by email only), and when Slack can never deliver (channel_not_found)
+// the pipeline's fallback channel, email, carries the alert instead and the run's alert succeeds.
+func TestPipelineRoutingAndFallback(t *testing.T) {
+	e := newEnv(t)
+	orders := pipeline("orders", ChannelSlack)
+	orders.AlertsFallback = []string{ChannelEmail}
+	orders.SlackChannel = "#orders-alerts"
+	a := e.alerter(t, orders, pipeline("events", ChannelEmail))
+
+	if err := handle(t, a, failed("orders", "01J0ROUTE000000000000000001")); err != nil {
+		t.Fatal(err)
+	}
+	if err := handle(t, a, failed("events", "01J0ROUTE000000000000000002")); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, e, 1, 1)
+	if p := e.slack.Posts()[0]; p.Channel != "#orders-alerts" || !strings.Contains(p.Text, "orders") {
+		t.Errorf("orders' Slack alert went to %s: %q", p.Channel, p.Text)
+	}
+	if m := parseEmail(t, e.smtp.Messages()[0].Data); !strings.Contains(m.Subject, "events") {
+		t.Errorf("the email is not about events: %q", m.Subject)
+	}
+
+	e.slack.Fail("channel_not_found")
+	if err := handle(t, a, failed("orders", "01J0ROUTE000000000000000003")); err != nil {
+		t.Fatalf("Handle = %v, want the fallback to deliver", err)
+	}
+	wantCounts(t, e, 1, 2)
+	if m := parseEmail(t, e.smtp.Messages()[1].Data); !strings.Contains(m.Subject, "orders") {
+		t.Errorf("the fallback email is not about orders: %q", m.Subject)
+	}
+	// A redelivery does not send the fallback twice.
+	if err := handle(t, a, failed("orders", "01J0ROUTE000000000000000003")); err != nil {
+		t.Fatal(err)
+	}
+	wantCounts(t, e, 1, 2)
+}

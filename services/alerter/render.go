@@ -70,6 +70,8 @@ type alert struct {
 	Fields   []field
 	RunURL   string // empty when alerts.run_url is not set
 	TraceURL string // empty when alerts.trace_url is not set or the trace is unknown
+	// slackChannel is the pipeline's own Slack channel, if it sets one.
+	slackChannel string
 }
 
 // links are what the URL templates need.

@@ -54,7 +54,11 @@ func (s *slackNotifier) send(ctx context.Context, a alert) error {
 	if err != nil {
 		return flow.Permanent(err)
 	}
-	_, _, err = s.client.PostMessageContext(ctx, s.channel,
+	channel := s.channel
+	if a.slackChannel != "" {
+		channel = a.slackChannel
+	}
+	_, _, err = s.client.PostMessageContext(ctx, channel,
 		slack.MsgOptionText(text, false),
 		slack.MsgOptionBlocks(blocks...),
 		slack.MsgOptionDisableLinkUnfurl(),
@@ -68,7 +72,7 @@ func (s *slackNotifier) send(ctx context.Context, a alert) error {
 	if errors.As(err, &limited) {
 		return flow.Wait(limited.RetryAfter, "slack rate limited: retry after %s", limited.RetryAfter)
 	}
-	err = fmt.Errorf("slack post to %s: %w", s.channel, err)
+	err = fmt.Errorf("slack post to %s: %w", channel, err)
 	var resp slack.SlackErrorResponse
 	if errors.As(err, &resp) && permanentSlackErrors[resp.Err] {
 		return flow.Permanent(err)

@@ -82,6 +82,9 @@ func (v *Validator) Prepare(ctx context.Context, pipelines []config.Pipeline, co
 
 func prepareStaging(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract) error {
 	part := c.Partition.Column // Validate made sure it is not a column of the file
+	if pc := p.Target.PartitionColumn; pc != "" && pc != part {
+		return fmt.Errorf("target.partition_column %s clashes with contract %s, which partitions by %s", pc, c.Name, part)
+	}
 	// CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the schema
 	// exists, so only issue it when the schema is really missing.
 	var exists bool
