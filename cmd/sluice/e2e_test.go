@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-etl/sluice/pkg/app"
@@ -150,6 +151,13 @@ func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env 
 	host, port := e.smtp.Addr()
 	text := fmt.Sprintf(configTemplate, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
 		slackURL, host, port, sourceURL, sensorTimeout)
+	e.start(t, ns, s3cfg, text)
+	return e
+}
+
+// start writes the config text, loads it with the test's secrets and starts the six services.
+func (e *env) start(t *testing.T, ns *server.Server, s3cfg config.S3, text string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -188,7 +196,6 @@ func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env 
 			t.Logf("service logs:\n%s", e.logs.String())
 		}
 	})
-	return e
 }
 
 func (e *env) request(t *testing.T, ds string) string {
