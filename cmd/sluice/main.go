@@ -1,7 +1,7 @@
 // Command sluice is sluice's command line: run the whole system in one process (`up`), run one
 // execution date end to end (`run`), request runs and follow them (`trigger`, `backfill`),
 // pause and unpause schedules, show runs (`status`), serve the web console (`console`) and
-// sample data (`sample-source`).
+// sample data (`sample-source`), and scaffold a pipeline from a contract (`new-pipeline`).
 package main
 
 import (
@@ -30,6 +30,7 @@ Usage:
   sluice retention     --config FILE --pipeline NAME
   sluice console       --config FILE [--nats URL] [--addr HOST:PORT]
   sluice sample-source [--addr HOST:PORT] [--rows N] [--dir DIR] [--delay D]
+  sluice new-pipeline  NAME --contract FILE.json [--config FILE] [--dbt-project DIR] [--source-url URL]
 
 With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
 at nats.listen, or else starts an embedded JetStream server storing in nats.data_dir (and
@@ -109,6 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"retention":     cmdRetention,
 		"console":       cmdConsole,
 		"sample-source": cmdSampleSource,
+		"new-pipeline":  cmdNewPipeline,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

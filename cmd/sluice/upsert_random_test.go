@@ -250,7 +250,7 @@ func TestRandomizedDatesInAnyOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt := partitioner.New(pool, nil, "", contracts, nil)
-	dbt := startDBTSession(t, pgURL)
+	dbt := startDBTSession(t, pgURL, map[string]contract.Spec{"orders": contracts["orders"].Spec(p.StagingTable)})
 
 	done := map[string]bool{}
 	var spent [3]time.Duration // sluice's steps, dbt, the comparison
@@ -352,11 +352,12 @@ func compareOrders(t *testing.T, what string, pool *pgxpool.Pool, want map[int64
 type dbtSession struct {
 	dir     string
 	project string
+	specs   map[string]contract.Spec // var sluice_pipelines, as the dbt-runner passes it
 	in      io.Writer
 	out     *bufio.Scanner
 }
 
-func startDBTSession(t *testing.T, pgURL string) *dbtSession {
+func startDBTSession(t *testing.T, pgURL string, specs map[string]contract.Spec) *dbtSession {
 	t.Helper()
 	python := filepath.Join(filepath.Dir(testenv.DBT(t)), "python")
 	if _, err := os.Stat(python); err != nil {
@@ -391,7 +392,7 @@ func startDBTSession(t *testing.T, pgURL string) *dbtSession {
 	t.Cleanup(func() { in.Close(); _ = cmd.Wait(); cancel() })
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	s := &dbtSession{dir: dir, project: filepath.Join(testenv.RepoRoot(t), "dbt_project"), in: in, out: sc}
+	s := &dbtSession{dir: dir, project: filepath.Join(testenv.RepoRoot(t), "dbt_project"), specs: specs, in: in, out: sc}
 	s.do(t, "parsing the dbt project", "parse", "2000-01-01", "parse")
 	return s
 }
@@ -416,7 +417,7 @@ type dbtNode struct{ Node, Status, Message string }
 // do runs one dbt command with the run's vars and returns its node results.
 func (s *dbtSession) do(t *testing.T, what, command, ds, runID string) []dbtNode {
 	t.Helper()
-	vars, _ := json.Marshal(map[string]string{"ds": ds, "run_id": runID, "pipeline": "orders"})
+	vars, _ := json.Marshal(map[string]any{"ds": ds, "run_id": runID, "pipeline": "orders", "sluice_pipelines": s.specs})
 	args := []string{command}
 	if command == "build" {
 		args = append(args, "--select", "stg_orders", "orders")

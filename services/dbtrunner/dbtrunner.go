@@ -97,10 +97,14 @@ func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, buck
 // UsePipelines tells the runner every configured pipeline and its contract (contracts is keyed
 // by pipeline name, see contract.ForPipelines): each dbt invocation gets all of them in var
 // sluice_pipelines, so the whole project compiles. It first checks that every pipeline's
-// target model uses the sluice macros (CheckModels).
+// target model uses the sluice macros (CheckModels) and logs those that have none.
 func (r *Runner) UsePipelines(pipelines []config.Pipeline, contracts map[string]*contract.Contract) error {
-	if err := CheckModels(r.projectDir, pipelines); err != nil {
+	missing, err := CheckModels(r.projectDir, pipelines)
+	if err != nil {
 		return err
+	}
+	for _, m := range missing {
+		r.log.Warn("pipeline has no upsert model; its runs will fail at dbt", "problem", m)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

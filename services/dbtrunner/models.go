@@ -18,22 +18,24 @@ import (
 // table) is built by the sluice macros: `{{ sluice_upsert('<pipeline>') }}`. A model that is not
 // would bypass the fence pre-hook, the partitioned-target guard and the upsert rules, so it is
 // reported at start, by pipeline and file, instead of corrupting the target on the first run.
-func CheckModels(projectDir string, pipelines []config.Pipeline) error {
+// A pipeline with no such model is returned in missing: its runs will fail at dbt, but it may
+// be declared before its models exist (or never get that far), so that alone is no error.
+func CheckModels(projectDir string, pipelines []config.Pipeline) (missing []string, err error) {
 	models, err := modelFiles(projectDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var problems []string
 	for _, p := range pipelines {
 		path, ok := models[p.Target.Table]
 		if !ok {
-			problems = append(problems, fmt.Sprintf("pipeline %s: the dbt project has no model %s.sql (`sluice new-pipeline %s` writes one)",
+			missing = append(missing, fmt.Sprintf("pipeline %s: the dbt project has no model %s.sql (`sluice new-pipeline %s` writes one)",
 				p.Name, p.Target.Table, p.Name))
 			continue
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("dbt model: %w", err)
+			return nil, fmt.Errorf("dbt model: %w", err)
 		}
 		rel, _ := filepath.Rel(projectDir, path)
 		if !usesUpsert(string(b), p.Name) {
@@ -42,9 +44,9 @@ func CheckModels(projectDir string, pipelines []config.Pipeline) error {
 		}
 	}
 	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
+		return missing, errors.New(strings.Join(problems, "; "))
 	}
-	return nil
+	return missing, nil
 }
 
 // usesUpsert reports whether a model's SQL calls sluice_upsert for pipeline outside a comment.

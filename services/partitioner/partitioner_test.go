@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
@@ -326,5 +327,82 @@ func TestPartitionDay(t *testing.T) {
 	b.WriteString(KeyIndexDDL(&contract.Contract{Key: contract.Key{"order_id"}}, config.Target{Schema: "s", Table: strings.Repeat("t", 60)}))
 	if !strings.Contains(b.String(), `"`+strings.Repeat("t", 60)+`_or" ON "s"."`) {
 		t.Fatalf("long index name not cut to 63 bytes: %s", b.String())
+	}
+}
+
+// TestMonthlyGrain: a monthly contract (events) gets one partition per calendar month, named
+// <table>_pYYYYMM with the key index on both key columns; retention drops a month only once its
+// last day is past the retention; a target whose columns the contract contradicts is refused at
+// start, naming the contract's file and line.
+func TestMonthlyGrain(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	events, err := contract.Load("events", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := New(e.pool, nil, "", map[string]*contract.Contract{"events": events}, nil)
+	p := &config.Pipeline{Name: "events", Target: config.Target{Schema: "public", Table: "events"},
+		Retention: config.Retention{ExportKey: "archive/{pipeline}/{ds}.csv.gz"}}
+	for i, ds := range []string{"2024-01-31", "2024-02-01", "2024-02-29", "2024-01-05"} {
+		v := validated(ds, uint64(i+1))
+		v.Pipeline = "events"
+		out, err := pt.Handle(ctx, p, v)
+		if err != nil {
+			t.Fatalf("%s: %v", ds, err)
+		}
+		if want := "public.events_p" + strings.ReplaceAll(ds[:7], "-", ""); out.(*event.Partitioned).Partition != want {
+			t.Fatalf("%s: partition %s, want %s", ds, out.(*event.Partitioned).Partition, want)
+		}
+	}
+	rows, err := e.pool.Query(ctx, `SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)
+		FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'public.events'::regclass ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "events_p202401 FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')\nevents_p202402 FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')"
+	if strings.Join(got, "\n") != want {
+		t.Fatalf("partitions:\n%s\nwant\n%s", strings.Join(got, "\n"), want)
+	}
+	var index string
+	if err := e.pool.QueryRow(ctx, `SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'events'`).Scan(&index); err != nil {
+		t.Fatal(err)
+	}
+	if index != "CREATE INDEX events_account_id_event_id_idx ON ONLY public.events USING btree (account_id, event_id)" {
+		t.Fatalf("index: %s", index)
+	}
+
+	// 30 days on 2024-02-20 keep 2024-01-21 on: January is still partly kept.
+	p.Retention.Days = 30
+	if dropped, err := pt.Retention(ctx, p, ulid.Make().String(), 10, time.Date(2024, 2, 20, 12, 0, 0, 0, time.UTC)); err != nil || len(dropped) != 0 {
+		t.Fatalf("dropped %v (%v), want nothing while a day of January is kept", dropped, err)
+	}
+	dropped, err := pt.Retention(ctx, p, ulid.Make().String(), 10, time.Date(2024, 3, 2, 12, 0, 0, 0, time.UTC))
+	if err != nil || len(dropped) != 1 || dropped[0].Partition != "public.events_p202401" || dropped[0].Day.Format(time.DateOnly) != "2024-01-01" {
+		t.Fatalf("dropped %+v (%v), want January", dropped, err)
+	}
+	// A ds in a month retention has dropped is refused.
+	pt.now = func() time.Time { return time.Date(2024, 3, 2, 12, 0, 0, 0, time.UTC) }
+	v := validated("2024-01-31", 11)
+	v.Pipeline = "events"
+	if _, err := pt.Handle(ctx, p, v); !flow.IsPermanent(err) || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("err = %v, want a permanent retention error", err)
+	}
+
+	// The contract and the existing table agree; a table that types a column otherwise does not.
+	if err := CheckTargets(ctx, e.pool, []config.Pipeline{*p}, map[string]*contract.Contract{"events": events}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `ALTER TABLE events ALTER COLUMN billable TYPE text`); err != nil {
+		t.Fatal(err)
+	}
+	err = CheckTargets(ctx, e.pool, []config.Pipeline{*p}, map[string]*contract.Contract{"events": events})
+	if err == nil || !strings.Contains(err.Error(), "pipeline events: schemas/contracts/events.json:19:") ||
+		!strings.Contains(err.Error(), "column billable is text, the contract needs boolean") {
+		t.Fatalf("err = %v, want the contradiction at the contract's line", err)
 	}
 }

@@ -104,6 +104,8 @@ func TestAppendValueMatchesPgx(t *testing.T) {
 		{contract.Timestamptz, pgtype.TimestamptzOID, ts[3]},
 		{contract.Date, pgtype.DateOID, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)},
 		{contract.Date, pgtype.DateOID, time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{contract.Boolean, pgtype.BoolOID, true},
+		{contract.Boolean, pgtype.BoolOID, false},
 	} {
 		got, err := appendValue(nil, tc.typ, tc.v)
 		if err != nil {
@@ -111,6 +113,16 @@ func TestAppendValueMatchesPgx(t *testing.T) {
 		}
 		if want := pgxField(t, tc.oid, tc.v); !bytes.Equal(got, want) {
 			t.Errorf("%s %v: binary copy % x, pgx % x", tc.typ, tc.v, got, want)
+		}
+	}
+	// jsonb: pgx encodes a string as the JSON text, behind the format's version byte.
+	for _, doc := range []string{`{"a": [1, 2, "é"]}`, `null`, `"x"`} {
+		got, err := appendValue(nil, contract.JSONB, contract.JSON(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := pgxField(t, pgtype.JSONBOID, []byte(doc)); !bytes.Equal(got, want) {
+			t.Errorf("jsonb %s: binary copy % x, pgx % x", doc, got, want)
 		}
 	}
 	if got, _ := appendValue(nil, contract.Text, nil); !bytes.Equal(got, []byte{0xff, 0xff, 0xff, 0xff}) {

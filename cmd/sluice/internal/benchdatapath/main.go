@@ -106,7 +106,7 @@ func orders() config.Pipeline {
 		Contract:     "orders",
 		Landing:      config.Landing{Key: "raw/{pipeline}/{ds}.csv"},
 		StagingTable: "staging_orders",
-		Target:       config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"},
+		Target:       config.Target{Schema: "public", Table: "orders"},
 	}
 }
 
