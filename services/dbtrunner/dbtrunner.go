@@ -310,7 +310,7 @@ func isTargetModel(node, table string) bool {
 // countSQL mirrors the upsert's rule (dbt_project/macros/sluice_upsert.sql): with a version
 // column, a staged row replaces the stored one when its version is greater, or equal and its date
 // earlier; without one, when any value (or the date) differs. Unchanged rows are the rest. It
-// counts per partition holding the stored version (schema.name; '' for new keys), so the
+// counts per partition holding the stored version (schema.name; empty for new keys), so the
 // summary can say which rows move between partitions.
 func countSQL(p config.Pipeline, c *contract.Contract) string {
 	id := func(col string) string { return pgx.Identifier{col}.Sanitize() }
