@@ -12,14 +12,15 @@ import (
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 )
 
-// cmdSampleSource serves synthetic daily orders (or a directory of CSV files) over HTTP.
+// cmdSampleSource serves synthetic daily orders at /data/<ds>.csv (or a directory of CSV files)
+// and synthetic events at /events/<ds>.csv over HTTP.
 func cmdSampleSource(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("sample-source", args, stdout, stderr)
 	addr := fs.String("addr", "127.0.0.1:8081", "listen address")
 	var o samplesource.Options
-	fs.IntVar(&o.Rows, "rows", 1000, "new orders per date")
-	fs.Float64Var(&o.UpdateRatio, "update-ratio", 0.1, "share of the previous date's orders updated on each date")
-	fs.StringVar(&o.Dir, "dir", "", "serve <dir>/<ds>.csv instead of generated data")
+	fs.IntVar(&o.Rows, "rows", 1000, "new orders (and new events) per date")
+	fs.Float64Var(&o.UpdateRatio, "update-ratio", 0.1, "share of the previous date's orders (and events) updated on each date")
+	fs.StringVar(&o.Dir, "dir", "", "serve <dir>/<ds>.csv at /data/ instead of generated orders")
 	fs.DurationVar(&o.Delay, "delay", 0, "a date becomes available this long after its first request")
 	if err := fs.Parse(args); err != nil {
 		return err
