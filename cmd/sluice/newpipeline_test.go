@@ -79,7 +79,7 @@ func copyDir(t *testing.T, src, dst string) {
 }
 
 // TestNewPipelineThenRun: `sluice new-pipeline` scaffolds a pipeline; with the contract edited
-// to describe the user's CSV (and nothing else edited) `sluice run` loads it, and a second
+// to describe the user's CSV (and nothing else edited) `sluice provision` and `sluice run` load it, and a second
 // date's file replaces the rows it changes (no version column: the last file wins).
 func TestNewPipelineThenRun(t *testing.T) {
 	ctx := t.Context()
@@ -136,6 +136,12 @@ func TestNewPipelineThenRun(t *testing.T) {
 	// The one edit: the contract.
 	if err := os.WriteFile(contractPath, []byte(stockContract), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// An external broker and database are provisioned once per new pipeline (`sluice up` and
+	// `sluice run` on the embedded server do it themselves).
+	out.Reset()
+	if err := run(ctx, []string{"provision", "--config", cfgPath}, &out, &out); err != nil {
+		t.Fatalf("provision: %v\n%s", err, out.String())
 	}
 	for _, ds := range []string{"2026-05-30", "2026-06-01"} {
 		out.Reset()
