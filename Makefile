@@ -6,11 +6,17 @@ ROOT := $(CURDIR)
 BIN := $(ROOT)/.sluice/bin
 VENV := $(ROOT)/.venv
 JAEGER_VERSION := v1.76.0
+COMPOSE_VERSION := v5.6.0
+# The project's own Docker engine (scripts/docker.sh): its socket, and a client config holding the
+# compose plugin, both under .sluice/docker.
+DOCKER_DIR := $(ROOT)/.sluice/docker
+DOCKER_ENV := DOCKER_HOST=unix://$(DOCKER_DIR)/docker.sock DOCKER_CONFIG=$(DOCKER_DIR)/config
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check tools/versitygw
 # deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
 TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
+.PHONY: docker-engine docker-stop compose-plugin images compose-test
 .PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
 
 all: build
@@ -41,6 +47,41 @@ $(BIN)/jaeger:
 		printf 'module sluice.local/jaeger\n\ngo 1.26.0\n' > go.mod && \
 		GOWORK=off go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) && \
 		GOWORK=off go build -o $@ github.com/jaegertracing/jaeger/cmd/jaeger
+
+## compose-plugin: the docker compose CLI plugin, built from its Go module. Its go.mod has exclude
+## directives, so `go install pkg@version` refuses it: built from a throwaway module like Jaeger
+## (about 5 minutes from an empty module cache), installed in .sluice/docker/config/cli-plugins.
+$(BIN)/docker-compose:
+	mkdir -p $(BIN)
+	tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+		printf 'module sluice.local/compose\n\ngo 1.26.0\n' > go.mod && \
+		GOWORK=off go get -tool github.com/docker/compose/v5/cmd@$(COMPOSE_VERSION) && \
+		GOWORK=off go build -trimpath -ldflags='-s -w -X github.com/docker/compose/v5/internal.Version=$(COMPOSE_VERSION)' \
+			-o $@ github.com/docker/compose/v5/cmd
+
+compose-plugin: $(BIN)/docker-compose
+	mkdir -p $(DOCKER_DIR)/config/cli-plugins
+	ln -sf $(BIN)/docker-compose $(DOCKER_DIR)/config/cli-plugins/docker-compose
+
+## docker-engine / docker-stop: start (installing Debian's docker.io if dockerd is missing) and stop
+## the project's own dockerd on .sluice/docker/docker.sock. `eval "$$(scripts/docker.sh env
+## .sluice/docker)"` points a shell's docker and docker compose at it.
+docker-engine:
+	@scripts/docker.sh start $(DOCKER_DIR) >/dev/null
+
+docker-stop:
+	scripts/docker.sh stop $(DOCKER_DIR)
+
+## images: the sluice images from their Dockerfiles and the local stand-ins of the compose stack's
+## other images (scripts/images.sh; no image registry is reachable here)
+images: docker-engine
+	$(DOCKER_ENV) scripts/images.sh
+
+## compose-test: the compose stack on the project's Docker engine: one date end to end through the
+## CLI container, the validator scaled to 3, NATS restarted and validators SIGKILLed mid-run,
+## then `docker compose down -v`; prints the image sizes
+compose-test: images compose-plugin
+	$(DOCKER_ENV) SLUICE_ROOT=$(ROOT) bash -c 'cd cmd/sluice && go test -tags compose -count=1 -timeout 30m -run "^TestCompose$$" -v .'
 
 ## build: every sluice binary into .sluice/bin, in one `go build`
 build:

@@ -53,9 +53,11 @@ func (l *launch) load(pipeline string) (*config.Config, error) {
 
 func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer, pipeline string, dates []string, by string, rp reprocess) error {
 	// Following runs needs services: those of a running `sluice up`, or else started here, as
-	// `sluice run` does. A detached request only needs the broker.
+	// `sluice run` does. A detached request only needs the broker, and so does following runs on
+	// an external server (nats.url or --nats), whose services are deployed against it (compose,
+	// Kubernetes): starting them here too would make this command a seventh consumer.
 	var services []app.Service
-	if !l.detach {
+	if !l.detach && l.nats == "" && cfg.NATS.URL.Reveal() == "" {
 		services = allServices
 	}
 	stackCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
