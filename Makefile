@@ -17,7 +17,7 @@ TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 20m
 
 .PHONY: docker-engine docker-stop compose-plugin images compose-test
-.PHONY: all tools build test chaos demo check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
+.PHONY: all tools build test chaos demo dev-env dev-env-stop check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
 
 all: build
 
@@ -179,5 +179,22 @@ fuzz:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+## dev-env: what a run needs (sluice, versitygw, dbt) and throwaway PostgreSQL, S3 and the sample
+## source under .sluice/dev for running sluice yourself (README, "Running it yourself"); prints
+## the exports sluice.yaml needs, and only them: eval "$$(make -s dev-env)". dev-env-stop stops them.
+dev-env:
+	@scripts/prepare.sh sluice versitygw dbt >&2
+	@scripts/dev-env.sh start
+
+dev-env-stop:
+	@scripts/dev-env.sh stop
+
+## clean: stops the servers the demo, the tests and dev-env started and removes everything they
+## created (broker store, database cluster, S3 data, logs); built tools stay
 clean:
-	rm -rf .sluice/test .sluice/demo .sluice/trace-demo
+	-@scripts/dev-env.sh stop 2>/dev/null
+	-@for d in .sluice/*/; do \
+		[ -d "$$d/s3" ] && scripts/s3.sh stop "$$d/s3"; \
+		[ -d "$$d/pg" ] && scripts/pg.sh remove "$$d/pg"; \
+	done 2>/dev/null; true
+	rm -rf .sluice/test .sluice/demo .sluice/trace-demo .sluice/dev .sluice/chaos .sluice/nats

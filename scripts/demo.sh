@@ -24,6 +24,7 @@ timed() {
 export SLUICE_S3_ACCESS_KEY=${SLUICE_S3_ACCESS_KEY:-sluice-local}
 export SLUICE_S3_SECRET_KEY=${SLUICE_S3_SECRET_KEY:-sluice-local-secret}
 cleanup() {
+  if [ -n "${up_pid:-}" ]; then kill "$up_pid" 2>/dev/null; wait "$up_pid" 2>/dev/null; fi
   [ -n "${source_pid:-}" ] && kill "$source_pid" 2>/dev/null || true
   [ -n "${started_s3:-}" ] && scripts/s3.sh stop "$demo/s3" || true
   [ -n "${started_pg:-}" ] && scripts/pg.sh stop "$demo/pg" || true
@@ -48,6 +49,14 @@ export DATABASE_URL SLUICE_S3_ENDPOINT
 source_pid=$!
 for _ in $(seq 1 50); do curl -fs -o /dev/null http://127.0.0.1:18081/healthz && break; sleep 0.1; done
 
+# The services, the console and their HTTP endpoint (health, metrics, the runs' dbt docs) in one
+# process while the demo runs; each `sluice run` below uses it and prints its docs URL.
+http=127.0.0.1:18080
+"$bin/sluice" up --config sluice.yaml --http "$http" > "$demo/up.log" 2>&1 &
+up_pid=$!
+for _ in $(seq 1 300); do curl -fs -o /dev/null "http://$http/readyz" && break; sleep 0.2; done
+curl -fs -o /dev/null "http://$http/readyz" || { cat "$demo/up.log" >&2; exit 1; }
+
 for ds in 2026-11-24 2026-11-25; do
   for pipeline in orders events; do
     echo
@@ -64,9 +73,18 @@ echo "events by (monthly) partition:"
 psql "$DATABASE_URL" -X -q -c "SELECT tableoid::regclass AS partition, count(*) AS rows, count(DISTINCT (account_id, event_id)) AS distinct_keys, max(revision) AS max_revision, count(*) FILTER (WHERE note IS NULL) AS null_notes, count(*) FILTER (WHERE billable) AS billable FROM events GROUP BY 1 ORDER BY 1"
 
 echo
-echo "Console: .sluice/bin/sluice console --config sluice.yaml   then open http://127.0.0.1:8090/pipelines/orders"
-
-echo
 awk -F'\t' -v total="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')" '
   { printf "  %-44s %6ss\n", $1, $2 }
   END { printf "make demo took %ss (the parts above \"all at once\" ran side by side)\n", total }' "$timings"
+
+echo
+curl -fsL -o /dev/null "http://$http/docs/orders/latest/" \
+  || echo "warning: http://$http/docs/orders/latest/ does not answer; see $demo/up.log" >&2
+echo "dbt docs of the latest run: http://$http/docs/orders/latest/"
+echo "console:                    http://127.0.0.1:8090/pipelines/orders"
+if [ -t 0 ] && [ -t 1 ]; then
+  read -r -p "Both are served by the demo's sluice up until you press Enter. " _ || true
+else
+  echo "(served by the demo's sluice up, which stops now)"
+fi
+echo "Afterwards the console alone: .sluice/bin/sluice console --config sluice.yaml"

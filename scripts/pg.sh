@@ -2,6 +2,7 @@
 # Starts or stops a throwaway PostgreSQL 15 cluster from the machine's initdb/pg_ctl.
 #   scripts/pg.sh start DIR   -> prints the database URL (also written to DIR/url)
 #   scripts/pg.sh stop DIR
+#   scripts/pg.sh remove DIR   stops it and deletes its data, wherever it lives (make clean)
 # The cluster listens on 127.0.0.1 on a free port; trust auth, so no password exists to leak.
 set -euo pipefail
 cmd=${1:?start|stop}; dir=${2:?data dir}
@@ -37,5 +38,9 @@ stop)
   [ -d "$pgdir/data" ] && as_pg "$bindir/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -f "$dir/url"
   ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2;;
+remove)
+  [ -d "$pgdir/data" ] && as_pg "$bindir/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$pgdir" "$dir"
+  ;;
+*) echo "usage: $0 start|stop|remove DIR" >&2; exit 2;;
 esac

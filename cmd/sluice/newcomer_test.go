@@ -154,6 +154,11 @@ func TestRunEndsAtEveryFinalStateWithItsExitCode(t *testing.T) {
 	if !strings.Contains(out, "using the running `sluice up`") {
 		t.Errorf("sluice run does not say it uses the running stack:\n%s", out)
 	}
+	// sluice trigger too, and its final table gives the date's final state and why.
+	out, code = sluice(context.Background(), "trigger", "--config", up.path, "--pipeline", "orders", "--date", "2026-11-25", "--timeout", "30s")
+	if code != exitSkipped || !regexp.MustCompile(`(?m)^2026-11-25 +\S+ +skipped +\S+ +.*soft_fail`).MatchString(out) {
+		t.Errorf("sluice trigger of a skipped run: exit %d, want %d and a final table saying skipped and why; output:\n%s", code, exitSkipped, out)
+	}
 	// Failed (no soft_fail): exit 1.
 	up = startUp(t, http.StatusNotFound, "300ms", false)
 	out, code = sluice(context.Background(), "run", "--config", up.path, "--pipeline", "orders", "--date", "2026-11-24", "--timeout", "30s")

@@ -15,13 +15,17 @@
       {{ exceptions.raise_compiler_error("vars pipeline and run_id must be plain names") }}
     {%- endif -%}
     do $sluice_fence$
+    declare
+      recorded sluice_fences%rowtype;
     begin
       insert into sluice_fences (pipeline, token, run_id) values ('{{ pipeline }}', {{ token | int }}, '{{ run_id }}')
       on conflict (pipeline) do update
         set token = excluded.token, run_id = excluded.run_id, updated = now()
         where sluice_fences.token <= excluded.token;
       if not found then
-        raise exception 'fenced: a newer run holds the lease of pipeline {{ pipeline }} (run {{ run_id }}, token {{ token | int }})';
+        select * into recorded from sluice_fences where pipeline = '{{ pipeline }}';
+        raise exception 'fenced: a newer run holds the lease: pipeline {{ pipeline }}: run {{ run_id }} token {{ token | int }} is lower than token % recorded by run % at %. Either that newer run holds the lease, or the broker''s state was reset while PostgreSQL kept sluice_fences; then, once no older run can still write: DELETE FROM sluice_fences WHERE pipeline = ''{{ pipeline }}''',
+          recorded.token, recorded.run_id, recorded.updated;
       end if;
     end
     $sluice_fence$

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -55,7 +56,28 @@ func Check(ctx context.Context, tx pgx.Tx, pipeline, runID string, token uint64)
 		return fmt.Errorf("fence check: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("run %s (token %d): %w", runID, token, ErrFenced)
+		return refused(ctx, tx, pipeline, runID, token)
 	}
 	return nil
+}
+
+// refused says which token was refused, which is recorded, and how to recover when the record
+// outlived the broker that issued it.
+func refused(ctx context.Context, tx pgx.Tx, pipeline, runID string, token uint64) error {
+	var recorded int64
+	var holder string
+	var at time.Time
+	err := tx.QueryRow(ctx, `SELECT token, run_id, updated FROM sluice_fences WHERE pipeline = $1`, pipeline).Scan(&recorded, &holder, &at)
+	if err != nil {
+		return fmt.Errorf("pipeline %s: run %s's token %d refused: %w", pipeline, runID, token, ErrFenced)
+	}
+	return fmt.Errorf("%w: pipeline %s: run %s's token %d is lower than token %d recorded by run %s at %s. "+
+		"Either that newer run holds the lease and this one lost it, or the broker's state was reset while "+
+		"PostgreSQL kept sluice_fences (say .sluice was removed but not the database); then, once no older "+
+		"run can still write: %s", ErrFenced, pipeline, runID, token, recorded, holder, at.UTC().Format(time.RFC3339), ResetCommand(pipeline))
+}
+
+// ResetCommand is the command that forgets pipeline's recorded fencing token.
+func ResetCommand(pipeline string) string {
+	return fmt.Sprintf(`psql "$DATABASE_URL" -c "DELETE FROM sluice_fences WHERE pipeline = '%s'"`, pipeline)
 }

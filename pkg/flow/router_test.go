@@ -237,3 +237,43 @@ func TestInvalidEventIsDropped(t *testing.T) {
 		t.Fatal("handler saw an invalid event")
 	}
 }
+
+// A step parked for a retry is `retrying`, with the time of its next attempt; the next attempt
+// marks it running again.
+func TestRetryingStateNamesTheNextAttempt(t *testing.T) {
+	h := newHarness(t, 1)
+	p := config.Pipeline{Name: "orders", Lease: config.Lease{TTL: time.Minute}}
+	one := 1
+	p.Retries = config.Retries{Max: &one, Delay: 2 * time.Second}
+	r, err := flow.NewRouter(context.Background(), h.js, bus.Options{Stream: "T", SubjectPrefix: "etl"}, []config.Pipeline{p}, h.tp, telemetry.Logger(io.Discard, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.router = r
+	var calls atomic.Int32
+	h.run(t, flow.Route{Step: "fetcher", Consumes: event.KindRequested, Handle: func(context.Context, *config.Pipeline, event.Event) (event.Event, error) {
+		calls.Add(1)
+		return nil, errors.New("connection refused")
+	}})
+	before := time.Now()
+	req, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var rec runstate.Record
+	for time.Now().Before(deadline) {
+		if rec, err = r.Runs().Get(context.Background(), "orders", "2026-11-25", req.RunID); err == nil && rec.State == runstate.Retrying {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if rec.State != runstate.Retrying || rec.Step != "fetcher" || rec.NextAttempt.Before(before.Add(time.Second)) ||
+		!strings.HasPrefix(rec.Detail, "retry 1 of 1 at ") || !strings.Contains(rec.Error, "connection refused") {
+		t.Fatalf("run state while parked for its retry: %+v; want retrying fetcher with the next attempt's time", rec)
+	}
+	_, e := h.next(t, event.KindFailed)
+	if f := e.(*event.Failed); f.Attempts != 2 {
+		t.Fatalf("failed = %+v, want after 2 attempts", f)
+	}
+}
