@@ -48,6 +48,9 @@ export DATABASE_URL SLUICE_S3_ENDPOINT
 "$bin/sluice" sample-source --addr 127.0.0.1:18081 --rows 1000 --delay 3s > "$demo/source.log" 2>&1 &
 source_pid=$!
 for _ in $(seq 1 50); do curl -fs -o /dev/null http://127.0.0.1:18081/healthz && break; sleep 0.1; done
+# The answer may come from another process on that port: the demo's own source must be alive.
+sleep 0.3
+kill -0 "$source_pid" 2>/dev/null || { echo "the sample source cannot listen on 127.0.0.1:18081:" >&2; cat "$demo/source.log" >&2; exit 1; }
 
 # The services, the console and their HTTP endpoint (health, metrics, the runs' dbt docs) in one
 # process while the demo runs; each `sluice run` below uses it and prints its docs URL.

@@ -44,8 +44,8 @@ EOF
 stop)
   if running "$dev/source.pid"; then kill "$(cat "$dev/source.pid")"; fi
   rm -f "$dev/source.pid"
-  [ -d "$dev/s3" ] && "$root/scripts/s3.sh" stop "$dev/s3"
-  [ -d "$dev/pg" ] && "$root/scripts/pg.sh" stop "$dev/pg"
+  if [ -d "$dev/s3" ]; then "$root/scripts/s3.sh" stop "$dev/s3"; fi
+  if [ -d "$dev/pg" ]; then "$root/scripts/pg.sh" stop "$dev/pg"; fi
   ;;
 *) echo "usage: $0 start|stop" >&2; exit 2;;
 esac
