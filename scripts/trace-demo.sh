@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make trace-demo: one run of the orders pipeline traced into a local Jaeger. Jaeger (built by
 # `make trace-demo` into .sluice/bin) listens on 127.0.0.1 only; the six services run as separate
-# processes (the sensor embeds the NATS server, the others connect to it), and `sluice run`
+# processes on the embedded NATS server `sluice nats` runs (service binaries embed none), and `sluice run`
 # requests the run. Every process exports with OTEL_EXPORTER_OTLP_ENDPOINT. At the end the run's
 # trace is read back from Jaeger's query API and printed as a tree.
 set -euo pipefail
@@ -33,11 +33,13 @@ export DATABASE_URL SLUICE_S3_ENDPOINT
 wait_http http://127.0.0.1:18081/healthz
 
 export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
-nats=nats://127.0.0.1:14222 # sluice.yaml's nats.listen: the sensor embeds the server there
+nats=nats://127.0.0.1:14222 # sluice.yaml's nats.listen: `sluice nats` serves (and provisions) it there
+"$bin/sluice" nats --config sluice.yaml > "$dir/nats.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 150); do grep -q "provisioned and serving" "$dir/nats.log" && break; sleep 0.2; done
+grep -q "provisioned and serving" "$dir/nats.log" || { cat "$dir/nats.log" >&2; exit 1; }
 port=18090
 for s in sensor fetcher validator partitioner dbtrunner alerter; do
-  args=(--config sluice.yaml --http "127.0.0.1:$port")
-  [ "$s" = sensor ] || args+=(--nats "$nats")
+  args=(--config sluice.yaml --http "127.0.0.1:$port" --nats "$nats")
   "$bin/sluice-$s" "${args[@]}" > "$dir/$s.log" 2>&1 & pids+=($!)
   wait_http "http://127.0.0.1:$port/readyz" || { cat "$dir/$s.log" >&2; exit 1; }
   echo "sluice-$s: http://127.0.0.1:$port/metrics"

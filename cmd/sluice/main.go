@@ -20,6 +20,7 @@ const usage = `sluice — event-driven ETL on NATS JetStream
 Usage:
   sluice up            --config FILE [--nats URL] [--http ADDR] [--console ADDR|off]
   sluice provision     --config FILE [--nats URL] [--roles FILE] [--no-nats] [--no-postgres]
+  sluice nats          --config FILE
   sluice run           --config FILE --pipeline NAME --date YYYY-MM-DD [--nats URL] [--timeout D]
   sluice trigger       --config FILE --pipeline NAME --date YYYY-MM-DD [--detach] [--timeout D]
   sluice backfill      --config FILE --pipeline NAME --from YYYY-MM-DD --to YYYY-MM-DD
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"up":            cmdUp,
 		"provision":     cmdProvision,
+		"nats":          cmdNATS,
 		"run":           cmdRun,
 		"status":        cmdStatus,
 		"trigger":       cmdTrigger,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,8 +34,7 @@ var pgRoles = []struct{ name, passwordVar string }{
 // on NATS, and the fences, staging and target tables (with their owners and grants) in
 // PostgreSQL.
 func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("provision", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("provision", args, stdout, stderr)
 	cfgPath := fs.String("config", "sluice.yaml", "config file (with the admin's NATS credentials and database URL)")
 	natsURL := fs.String("nats", "", "NATS URL (overrides nats.url; without either, the embedded server's store in nats.data_dir)")
 	roles := fs.String("roles", "", "apply this roles script first (deploy/postgres/roles.sql)")
@@ -234,4 +232,37 @@ func grants(p config.Pipeline) []string {
 		// What dbt builds (the staging view) is readable by the read-only role.
 		"ALTER DEFAULT PRIVILEGES FOR ROLE sluice_dbt IN SCHEMA " + schema + " GRANT SELECT ON TABLES TO sluice_reader",
 	}
+}
+
+// cmdNATS runs the embedded JetStream server alone, provisioned, until interrupted: the broker
+// for single-service binaries on one machine (`sluice-fetcher --nats nats://<nats.listen>`),
+// which embed none.
+func cmdNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("nats", args, stdout, stderr)
+	cfgPath := fs.String("config", "sluice.yaml", "config file (nats.listen, nats.data_dir)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	log := telemetry.Redact(telemetry.Logger(stderr, slog.LevelInfo), cfg.Secrets())
+	ns, err := embedded.Start(cfg.Path(cfg.NATS.DataDir), cfg.NATS.Listen)
+	if err != nil {
+		return err
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	conn, err := bus.Connect(ns.ClientURL(), bus.ConnectOptions{Name: "sluice-nats", Who: "sluice nats"}, log)
+	if err != nil {
+		return err
+	}
+	err = bus.Provision(ctx, conn.JS, app.BusOptions(cfg))
+	conn.NC.Close()
+	if err != nil {
+		return err
+	}
+	log.Info("sluice nats: embedded JetStream server provisioned and serving", "url", ns.ClientURL(), "store", cfg.Path(cfg.NATS.DataDir))
+	<-ctx.Done()
+	return nil
 }
