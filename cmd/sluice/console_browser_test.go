@@ -302,6 +302,11 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("runs of %s after the rerun: %+v (%v), want two, the second by the console", bad, runs, err)
 	}
 
+	// A backfill over dates that already ran (reprocess none: nothing is requested again) lands
+	// on its progress view.
+	do("backfill", chromedp.Navigate(base+"/confirm/backfill?pipeline=orders_eu&from=2026-11-01&to=2026-11-10&reprocess=none"),
+		chromedp.Click(css("#confirm")), chromedp.WaitVisible(chromedp.Search(`//p[contains(., "10 of 10 date(s) ended")]`)), shot("backfill"))
+
 	// Pause the schedule from the pipelines page.
 	do("pause", chromedp.Navigate(base+"/"), chromedp.Click(css("#pause-orders")), chromedp.WaitVisible(css("#confirm")),
 		chromedp.Click(css("#confirm")), chromedp.WaitVisible(chromedp.Search(`//span[contains(@class,"paused")]`)), shot("paused"))

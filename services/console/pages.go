@@ -491,9 +491,24 @@ func (c *Console) pageBackfill(w http.ResponseWriter, r *http.Request) {
 		items = append(items, it)
 	}
 	ended := counts["completed"] + counts["failed"] + counts["skipped"]
+	// The progress bar: one segment per state, ended states first.
+	type segment struct {
+		State string
+		X, W  float64 // per mille
+	}
+	var segs []segment
+	x := 0.0
+	for _, st := range append([]string{"completed", "failed", "skipped"}, c.states(nil)...) {
+		n := counts[st]
+		if n == 0 || slices.ContainsFunc(segs, func(g segment) bool { return g.State == st }) {
+			continue
+		}
+		w := 1000 * float64(n) / float64(len(dates))
+		segs = append(segs, segment{State: st, X: x, W: w})
+		x += w
+	}
 	c.render(w, r, http.StatusOK, "backfill", page{Title: p.Name + " backfill", Nav: "pipelines", Topics: []string{"p:" + p.Name},
-		Data: map[string]any{"P": p, "From": from, "To": to, "Items": items, "Counts": counts, "Ended": ended, "Total": len(dates),
-			"Pct": 100 * float64(ended) / float64(max(len(dates), 1))}})
+		Data: map[string]any{"P": p, "From": from, "To": to, "Items": items, "Counts": counts, "Ended": ended, "Total": len(dates), "Segments": segs}})
 }
 
 // ---- run -------------------------------------------------------------------------------
