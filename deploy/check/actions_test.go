@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 )
 
 // The workflows pass actionlint and the project's rules (pinned SHAs, declared permissions),
@@ -64,5 +66,53 @@ jobs:
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}
+	}
+}
+
+// Every image the production overlay runs is one the release workflow builds, from a Dockerfile
+// that exists, and the release builds nothing the overlay does not run.
+func TestReleaseBuildsEveryDeployedImage(t *testing.T) {
+	b, err := os.ReadFile(path(t, ".github", "workflows", "release.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wf struct {
+		Jobs map[string]struct {
+			Strategy struct {
+				Matrix struct {
+					Include []struct{ Image, Dockerfile string } `json:"include"`
+				} `json:"matrix"`
+			} `json:"strategy"`
+		} `json:"jobs"`
+	}
+	if err := yaml.Unmarshal(b, &wf); err != nil {
+		t.Fatal(err)
+	}
+	built := map[string]bool{}
+	for _, row := range wf.Jobs["images"].Strategy.Matrix.Include {
+		built[row.Image] = true
+		if _, err := os.Stat(path(t, row.Dockerfile)); err != nil {
+			t.Errorf("release builds %s from %s: %v", row.Image, row.Dockerfile, err)
+		}
+	}
+	deployed := map[string]bool{}
+	for _, o := range production(t) {
+		for _, c := range podContainers(t, mustDecode(t, o)) {
+			name := c.Image[strings.LastIndex(c.Image, "/")+1:]
+			deployed[strings.SplitN(name, ":", 2)[0]] = true
+		}
+	}
+	for img := range deployed {
+		if !built[img] {
+			t.Errorf("the production overlay runs image %s, which the release workflow does not build", img)
+		}
+	}
+	for img := range built {
+		if !deployed[img] {
+			t.Errorf("the release workflow builds %s, which the production overlay does not run", img)
+		}
+	}
+	if len(deployed) < 8 {
+		t.Errorf("only %d images deployed: %v", len(deployed), deployed)
 	}
 }

@@ -249,6 +249,21 @@ func podContainers(t *testing.T, obj any) []corev1.Container {
 	case *batchv1.Job:
 		return x.Spec.Template.Spec.Containers
 	}
-	t.Fatalf("%T has no pod template", obj)
+	if obj != nil {
+		t.Fatalf("%T has no pod template", obj)
+	}
 	return nil
+}
+
+// mustDecode decodes a Deployment or Job; other kinds give nil.
+func mustDecode(t *testing.T, o Object) any {
+	t.Helper()
+	if o.Kind() != "Deployment" && o.Kind() != "Job" {
+		return nil
+	}
+	obj, err := decoder(t).Decode(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
 }
