@@ -150,7 +150,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Serve listens on addr until ctx ends. The listener is returned through ready (its address
 // when addr has port 0) before serving starts.
-func (c *Console) Serve(ctx context.Context, addr string, ready func(interface{ String() string })) error {
+func (c *Console) Serve(ctx context.Context, addr string, ready func(net.Addr)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("console: listen %s: %w", addr, err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
@@ -26,7 +27,7 @@ func Start(ctx context.Context, d *app.Deps, addr string) (*Console, <-chan erro
 	ready := make(chan error, 1)
 	done := make(chan error, 1)
 	go func() {
-		err := c.Serve(ctx, addr, func(a interface{ String() string }) { ready <- nil })
+		err := c.Serve(ctx, addr, func(net.Addr) { ready <- nil })
 		ready <- err
 		done <- err
 	}()
