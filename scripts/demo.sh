@@ -44,8 +44,9 @@ if [ -z "${SLUICE_S3_ENDPOINT:-}" ]; then
 fi
 export DATABASE_URL SLUICE_S3_ENDPOINT
 
-# The source API: each date's file appears 3 s after it is first asked for, so the sensor waits.
-"$bin/sluice" sample-source --addr 127.0.0.1:18081 --rows 1000 --delay 3s > "$demo/source.log" 2>&1 &
+# The source API: each date's file appears 1 s after it is first asked for, so the sensor waits
+# (it pokes every second: sluice.yaml).
+"$bin/sluice" sample-source --addr 127.0.0.1:18081 --rows 1000 --delay 1s > "$demo/source.log" 2>&1 &
 source_pid=$!
 for _ in $(seq 1 50); do curl -fs -o /dev/null http://127.0.0.1:18081/healthz && break; sleep 0.1; done
 # The answer may come from another process on that port: the demo's own source must be alive.
@@ -57,7 +58,8 @@ kill -0 "$source_pid" 2>/dev/null || { echo "the sample source cannot listen on 
 http=127.0.0.1:18080
 "$bin/sluice" up --config sluice.yaml --http "$http" > "$demo/up.log" 2>&1 &
 up_pid=$!
-for _ in $(seq 1 300); do curl -fs -o /dev/null "http://$http/readyz" && break; sleep 0.2; done
+ready() { for _ in $(seq 1 300); do curl -fs -o /dev/null "http://$http/readyz" && return; sleep 0.2; done; }
+timed "sluice up ready" ready
 curl -fs -o /dev/null "http://$http/readyz" || { cat "$demo/up.log" >&2; exit 1; }
 
 for ds in 2026-11-24 2026-11-25; do
@@ -76,6 +78,7 @@ echo "events by (monthly) partition:"
 psql "$DATABASE_URL" -X -q -c "SELECT tableoid::regclass AS partition, count(*) AS rows, count(DISTINCT (account_id, event_id)) AS distinct_keys, max(revision) AS max_revision, count(*) FILTER (WHERE note IS NULL) AS null_notes, count(*) FILTER (WHERE billable) AS billable FROM events GROUP BY 1 ORDER BY 1"
 
 echo
+echo "How long each part took:"
 awk -F'\t' -v total="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')" '
   { printf "  %-44s %6ss\n", $1, $2 }
   END { printf "make demo took %ss (the parts above \"all at once\" ran side by side)\n", total }' "$timings"
