@@ -228,3 +228,26 @@ deny contains v if {
 	regex.match(`(?i)(password|secret|token)`, json.marshal(object.get(r.config, k, "")))
 	v := violation("no_secret_in_user_data", r, sprintf("%s passes a secret: an instance reads its secrets from Secrets Manager at boot, never from user data", [k]))
 }
+
+# --- least-privilege S3 -------------------------------------------------------------------------
+
+# Object actions name a prefix of the bucket (raw/, docs/, ...), never every object in it.
+deny contains v if {
+	some d in input.data
+	d.type == "aws_iam_policy_document"
+	some s in d.config.statement
+	object.get(s, "effect", "Allow") == "Allow"
+	some a in s.actions
+	startswith(a, "s3:")
+	endswith(a, "Object")
+	whole_bucket(s.resources)
+	v := violation("iam_s3_prefix", d, sprintf("%s on every object of a bucket: name the prefix the service works under", [a]))
+}
+
+# resources is a literal list, or {"expr": source} when it interpolates a bucket ARN.
+whole_bucket(resources) if {
+	some r in resources
+	regex.match(`^arn:aws[a-z-]*:s3:::[^/]+/\*$`, r)
+}
+
+whole_bucket(resources) if regex.match(`(\}|:::[^/"]+)/\*"`, resources.expr)

@@ -117,3 +117,15 @@ test_user_data_without_secret_passes if {
 	i := res("aws_instance", "db", {"metadata_options": [{"http_tokens": "required"}], "user_data": "#!/bin/sh\necho hello\n"})
 	count(rules({"terraform": [tf], "resource": [i]})) == 0
 }
+
+s3doc(resources) := {"module": ".", "kind": "data", "type": "aws_iam_policy_document", "name": "p", "file": "iam.tf", "line": 1, "config": {"statement": [{"actions": ["s3:GetObject"], "resources": resources}]}}
+
+test_object_access_to_a_prefix_passes if {
+	count(rules({"terraform": [tf], "data": [s3doc({"expr": "[\"${var.bucket_arn}/raw/*\"]"})]})) == 0
+	count(rules({"terraform": [tf], "data": [s3doc(["arn:aws:s3:::landing/docs/*"])]})) == 0
+}
+
+test_object_access_to_the_whole_bucket_fires if {
+	"iam_s3_prefix" in rules({"terraform": [tf], "data": [s3doc({"expr": "[\"${var.bucket_arn}/*\"]"})]})
+	"iam_s3_prefix" in rules({"terraform": [tf], "data": [s3doc(["arn:aws:s3:::landing/*"])]})
+}
