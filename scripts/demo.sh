@@ -58,9 +58,16 @@ kill -0 "$source_pid" 2>/dev/null || { echo "the sample source cannot listen on 
 http=127.0.0.1:18080
 "$bin/sluice" up --config sluice.yaml --http "$http" > "$demo/up.log" 2>&1 &
 up_pid=$!
-ready() { for _ in $(seq 1 300); do curl -fs -o /dev/null "http://$http/readyz" && return; sleep 0.2; done; }
+# Ready when its own log says so (an answer on the port could come from another sluice up).
+ready() {
+  for _ in $(seq 1 300); do
+    grep -q "all services running" "$demo/up.log" && return
+    kill -0 "$up_pid" 2>/dev/null || return
+    sleep 0.2
+  done
+}
 timed "sluice up ready" ready
-curl -fs -o /dev/null "http://$http/readyz" || { cat "$demo/up.log" >&2; exit 1; }
+grep -q "all services running" "$demo/up.log" || { echo "the demo's sluice up did not start:" >&2; cat "$demo/up.log" >&2; exit 1; }
 
 for ds in 2026-11-24 2026-11-25; do
   for pipeline in orders events; do

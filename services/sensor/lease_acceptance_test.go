@@ -273,7 +273,7 @@ func TestKilledHolderIsReplacedWithinLeaseTimePlusOnePoke(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "run B is queued behind run A", func() bool {
 		rec, err := runs.Get(context.Background(), "orders", dsB, runB)
-		return err == nil && rec.State == runstate.Queued && strings.Contains(rec.Detail, "queued behind run "+runA)
+		return err == nil && rec.State == runstate.Queued && strings.Contains(rec.Detail, "behind run "+runA)
 	})
 	l := e.leases()
 	// Kill mid-way between two heartbeats (they run every ttl/3 from the handler's start), so

@@ -133,12 +133,12 @@ func (s *Sensor) takeTurn(ctx context.Context, p *config.Pipeline, req *event.Re
 		wait := jittered(p.Sensor, p.Sensor.PokeInterval, s.rand())
 		if head.RunID != req.RunID {
 			if held {
-				return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s) with %d run(s) ahead", h.RunID, h.DS, ahead)
+				return lease.Holder{}, flow.Queue(wait, "behind run %s (ds %s), %d run(s) ahead", h.RunID, h.DS, ahead)
 			}
-			return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s, requested first) with %d run(s) ahead", head.RunID, head.DS, ahead)
+			return lease.Holder{}, flow.Queue(wait, "behind run %s (ds %s, requested first), %d run(s) ahead", head.RunID, head.DS, ahead)
 		}
 		if held {
-			return lease.Holder{}, flow.Queue(wait, "queued behind run %s (ds %s), next in line", h.RunID, h.DS)
+			return lease.Holder{}, flow.Queue(wait, "behind run %s (ds %s), next in line", h.RunID, h.DS)
 		}
 	}
 	holder, err := s.leases.Acquire(ctx, p.Name, req.RunID, req.DS, p.Lease.TTL)
@@ -148,7 +148,7 @@ func (s *Sensor) takeTurn(ctx context.Context, p *config.Pipeline, req *event.Re
 		}
 		// Another run took the lease between the look and the take (a run that held it expired
 		// and came back): wait, still at the head.
-		return lease.Holder{}, flow.Queue(jittered(p.Sensor, p.Sensor.PokeInterval, s.rand()), "queued behind run %s (ds %s), next in line", held.Holder.RunID, held.Holder.DS)
+		return lease.Holder{}, flow.Queue(jittered(p.Sensor, p.Sensor.PokeInterval, s.rand()), "behind run %s (ds %s), next in line", held.Holder.RunID, held.Holder.DS)
 	}
 	if err != nil {
 		return lease.Holder{}, err
