@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
@@ -103,5 +104,55 @@ func TestConnectWithNKey(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), string(otherSeed)) {
 		t.Fatal("the error shows the seed")
+	}
+}
+
+// TestConnectWithCreds: a creds file's content (nats.creds: file:...) authenticates a JWT user
+// of an operator-mode server; a user the account does not know is refused.
+func TestConnectWithCreds(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	akp, _ := nkeys.CreateAccount()
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := func(signer nkeys.KeyPair) string {
+		ukp, _ := nkeys.CreateUser()
+		upub, _ := ukp.PublicKey()
+		uc := jwt.NewUserClaims(upub)
+		uc.Name = "fetcher"
+		uc.IssuerAccount = apub
+		ujwt, err := uc.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, _ := ukp.Seed()
+		b, err := jwt.FormatUserConfig(ujwt, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	dir := t.TempDir()
+	conf := fmt.Sprintf("listen: \"127.0.0.1:-1\"\noperator: %q\nresolver: MEMORY\nresolver_preload: {\n  %s: %q\n}\n", ojwt, apub, ajwt)
+	ns := natstest.ServerFromConfig(t, dir, conf)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := bus.Connect(ns.ClientURL(), bus.ConnectOptions{Name: "t", Who: "fetcher", Auth: bus.Auth{Creds: creds(akp)}}, log)
+	if err != nil {
+		t.Fatalf("connect with creds: %v", err)
+	}
+	c.NC.Close()
+	stranger, _ := nkeys.CreateAccount() // signs a user the server's account does not vouch for
+	if _, err := bus.Connect(ns.ClientURL(), bus.ConnectOptions{Name: "t", Who: "fetcher", Auth: bus.Auth{Creds: creds(stranger)}}, log); err == nil ||
+		!strings.Contains(err.Error(), "authorization violation") {
+		t.Fatalf("a user of another account: %v", err)
 	}
 }
