@@ -14,7 +14,7 @@ DOCKER_ENV := DOCKER_HOST=unix://$(DOCKER_DIR)/docker.sock DOCKER_CONFIG=$(DOCKE
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check tools/versitygw
 # deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
 TEST_MODULES := $(filter-out deploy/check,$(MODULES))
-GOTEST_FLAGS ?= -count=1 -timeout 20m
+GOTEST_FLAGS ?= -count=1 -timeout 35m
 
 .PHONY: docker-engine docker-stop compose-plugin images compose-test
 .PHONY: all tools build test chaos demo dev-env dev-env-stop check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
