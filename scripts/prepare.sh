@@ -42,7 +42,9 @@ done
 # go_lane downloads the modules the packages import, then builds them in one invocation.
 go_lane() {
   part "Go modules" go list -deps "${pkgs[@]}"
-  part "Go build ($(printf '%s ' "${pkgs[@]##*/}" | sed 's/ $//'))" go build -o "$bin/" "${pkgs[@]}"
+  local what="${pkgs[*]##*/}"
+  [ ${#pkgs[@]} -le 3 ] || what="${#pkgs[@]} binaries"
+  part "Go build ($what)" go build -o "$bin/" "${pkgs[@]}"
 }
 
 # dbt_venv creates .venv from the pinned requirements, wheels only (no compiler, nothing built
