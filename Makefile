@@ -1,5 +1,5 @@
 # sluice — two commands do everything on a fresh machine:
-#   make demo   runs the orders pipeline end to end for two dates
+#   make demo   runs the orders and events pipelines end to end for two dates
 #   make test   runs every unit and integration test against real servers
 SHELL := /bin/bash
 ROOT := $(CURDIR)
@@ -155,7 +155,7 @@ test-jaeger: tools $(BIN)/jaeger
 trace-demo: tools build $(BIN)/jaeger
 	scripts/trace-demo.sh
 
-## demo: the orders pipeline for two consecutive dates on a local PostgreSQL, S3 and dbt. It
+## demo: the orders and events pipelines for two consecutive dates on a local PostgreSQL, S3 and dbt. It
 ## prepares only what it runs (sluice, versitygw, dbt, PostgreSQL; all at once) and prints how
 ## long each part took; no apt package, no promtool.
 demo:
