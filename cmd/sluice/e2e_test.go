@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,8 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 type eventLog struct {
 	mu   sync.Mutex
 	list []event.Event
+	// crafted is set by tests that publish invalid events on purpose: those are skipped.
+	crafted atomic.Bool
 }
 
 func (l *eventLog) add(m *nats.Msg) {
@@ -74,6 +77,9 @@ func (l *eventLog) add(m *nats.Msg) {
 		return
 	}
 	e, err := event.Decode(event.Kind(parts[2]), m.Data)
+	if err != nil && l.crafted.Load() {
+		return
+	}
 	if err != nil {
 		panic(fmt.Sprintf("event on %s does not match its schema: %v", m.Subject, err))
 	}

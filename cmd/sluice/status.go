@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/schedule"
@@ -42,7 +44,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	v := statusView{cfg: cfg, runs: st.Router.Runs(), states: states, pipeline: *pipeline, limit: *limit}
+	v := statusView{cfg: cfg, js: st.JS, runs: st.Router.Runs(), states: states, pipeline: *pipeline, limit: *limit}
 	if !*watch {
 		return v.render(ctx, stdout)
 	}
@@ -70,6 +72,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 type statusView struct {
 	cfg      *config.Config
+	js       jetstream.JetStream
 	runs     *runstate.Store
 	states   *trigger.States
 	pipeline string
@@ -119,9 +122,22 @@ func (v statusView) render(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	n := 0
+	holders := map[string]string{}
 	for _, r := range recs {
 		if v.pipeline != "" && r.Pipeline != v.pipeline {
 			continue
+		}
+		if !r.State.Final() && r.Fence != 0 {
+			h, ok := holders[r.Pipeline]
+			if !ok {
+				if h, err = trigger.LeaseHolder(ctx, v.js, r.Pipeline); err != nil {
+					return err
+				}
+				holders[r.Pipeline] = h
+			}
+			if r.Orphaned(h) { // shown as what it is; a trigger of its date records it
+				r.State, r.Detail, r.Error = runstate.Lost, "its lease is gone and it never ended (its process died)", ""
+			}
 		}
 		if n++; n > v.limit {
 			break

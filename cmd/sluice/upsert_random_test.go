@@ -355,6 +355,7 @@ type dbtSession struct {
 	specs   map[string]contract.Spec // var sluice_pipelines, as the dbt-runner passes it
 	in      io.Writer
 	out     *bufio.Scanner
+	fence   int // the fencing token of the last command: the model refuses to run without one
 }
 
 func startDBTSession(t *testing.T, pgURL string, specs map[string]contract.Spec) *dbtSession {
@@ -417,7 +418,8 @@ type dbtNode struct{ Node, Status, Message string }
 // do runs one dbt command with the run's vars and returns its node results.
 func (s *dbtSession) do(t *testing.T, what, command, ds, runID string) []dbtNode {
 	t.Helper()
-	vars, _ := json.Marshal(map[string]any{"ds": ds, "run_id": runID, "pipeline": "orders", "sluice_pipelines": s.specs})
+	s.fence++ // each upsert is a newer lease holder: the model refuses to run without a token
+	vars, _ := json.Marshal(map[string]any{"ds": ds, "run_id": runID, "pipeline": "orders", "sluice_pipelines": s.specs, "fence": s.fence})
 	args := []string{command}
 	if command == "build" {
 		args = append(args, "--select", "stg_orders", "orders")

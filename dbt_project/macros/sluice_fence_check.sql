@@ -3,11 +3,14 @@
     commit when a greater token is already there (pkg/fence does the same in Go). As a pre-hook
     this runs inside the model's transaction, before the delete+insert, so a run that lost its
     lease cannot upsert, and the row lock it takes serialises it with a newer run.
-    The runner passes vars pipeline and fence; without them (a manual dbt run) nothing is checked. -#}
+    The runner passes vars pipeline, run_id and fence. No fence, no write: without a token (or
+    with 0) the model refuses to run; a manual run passes one greater than sluice_fences holds. -#}
 {% macro sluice_fence_check() %}
   {%- set token = var('fence', none) -%}
-  {%- if token is none or token | int == 0 -%}
-    select 1 /* sluice: no fencing token given */
+  {%- if execute and (token is none or token | int <= 0) -%}
+    {{ exceptions.raise_compiler_error("sluice: no fencing token (var fence is missing or 0): no fence, no write") }}
+  {%- elif not execute -%}
+    select 1 /* parsing */
   {%- else -%}
     {%- set pipeline = var('pipeline') | string -%}
     {%- set run_id = var('run_id') | string -%}

@@ -111,12 +111,19 @@ func PostgresPool(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error
 		return nil, fmt.Errorf("postgres (%s): invalid connection settings", cfg.Postgres.URL)
 	}
 	pcfg.ConnConfig.Tracer = telemetry.PgxTracer{} // a span per statement and COPY of a run
+	timeout := cfg.ConnectTimeout
+	pcfg.ConnConfig.ConnectTimeout = timeout // every connection the pool opens, not only the first
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres (%s): invalid connection settings", cfg.Postgres.URL)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
+		if (pctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			return nil, fmt.Errorf("postgres (%s): no answer within %s (connect_timeout)", cfg.Postgres.URL, timeout)
+		}
 		return nil, fmt.Errorf("postgres (%s): %w", cfg.Postgres.URL, err)
 	}
 	return pool, nil
@@ -135,7 +142,13 @@ func (d *Deps) S3(ctx context.Context) (*s3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := objstore.EnsureBucket(ctx, c, d.Config.S3.Bucket); err != nil {
+	timeout := d.Config.ConnectTimeout
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := objstore.EnsureBucket(sctx, c, d.Config.S3.Bucket); err != nil {
+		if (sctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil {
+			return nil, fmt.Errorf("s3 (bucket %s): no answer within %s (connect_timeout)", d.Config.S3.Bucket, timeout)
+		}
 		return nil, err
 	}
 	d.s3 = c
@@ -375,7 +388,10 @@ func (s *Stack) serveHTTP(addr string) error {
 	}
 	s.mu.Unlock()
 	s.addr = ln.Addr().String()
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Every wait ends: a client that trickles its request or never reads the answer holds a
+	// connection for at most these.
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() { _ = s.http.Serve(ln) }()
 	s.Log.Info("http endpoint", "addr", ln.Addr().String())
 	return nil

@@ -16,13 +16,15 @@ import (
 	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/source"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
-// HTTPClient returns a client for a service's outbound HTTP calls: each request made for a run
-// is a span of the run's trace and carries its trace context.
+// HTTPClient returns a client for a service's calls to sources: each request made for a run is
+// a span of the run's trace (its URL redacted) and carries its trace context, and redirects
+// follow the source's policy (pkg/source).
 func (d *Deps) HTTPClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: telemetry.HTTPTransport(nil)}
+	return source.Client(timeout, nil)
 }
 
 // ReadyCheck adds a check to /readyz, for a dependency the service reaches on its own (the dbt

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -32,6 +33,9 @@ type Config struct {
 	Lineage   Lineage    `yaml:"lineage"`
 	Console   Console    `yaml:"console"`
 	Pipelines []Pipeline `yaml:"pipelines"`
+	// ConnectTimeout bounds connecting to PostgreSQL, S3 and NATS at start (default 30s): a
+	// dependency that accepts connections and never answers fails the start, naming it.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 
 	// Dir is the directory of the config file; relative paths in it are resolved against Dir.
 	Dir string `yaml:"-"`
@@ -201,6 +205,21 @@ type Pipeline struct {
 	MaxBadRows int `yaml:"max_bad_rows"`
 	// Retention drops old partitions of the target (docs/data-path.md).
 	Retention Retention `yaml:"retention"`
+	// Deadlines bound one delivery of a step (keys: the steps of RetrySteps): past it the step
+	// is cancelled and retried as a transient failure, so a hung statement or request cannot
+	// hold the pipeline forever. Default: 10 × lease.ttl, 30 × for fetcher and dbtrunner.
+	Deadlines map[string]time.Duration `yaml:"deadlines"`
+}
+
+// StepDeadline is how long one delivery of step may take.
+func (p *Pipeline) StepDeadline(step string) time.Duration {
+	if d, ok := p.Deadlines[step]; ok {
+		return d
+	}
+	if step == "fetcher" || step == "dbtrunner" {
+		return 30 * p.Lease.TTL // large files, dbt builds
+	}
+	return 10 * p.Lease.TTL
 }
 
 // Retention says how long the target keeps a ds partition. Days 0 keeps every partition.
@@ -219,6 +238,13 @@ type Source struct {
 	Method string `yaml:"method"`
 	// MaxBytes is the largest file the fetcher lands, counted after gzip decoding (default 10 GiB).
 	MaxBytes int64 `yaml:"max_bytes"`
+	// Headers are sent with every request to the source; values are secret references
+	// (Authorization: env:API_TOKEN), so credentials never sit in the URL or the file.
+	Headers map[string]secret.Value `yaml:"headers"`
+	// RedirectHosts are hosts (or host:port) besides the source's own that a redirect may go
+	// to. A redirect never goes from https to http, nor to a loopback, link-local or private
+	// address unless the source itself is on one.
+	RedirectHosts []string `yaml:"redirect_hosts"`
 }
 
 // Sensor is the deferrable wait for the source.
@@ -476,6 +502,13 @@ func (c *Config) Resolve(lookup secret.Lookup) error {
 		if w := c.Pipelines[i].Sensor.Webhook; w != nil {
 			vals = append(vals, &w.Secret)
 		}
+		headers := c.Pipelines[i].Source.Headers
+		for name, v := range headers {
+			if err := v.Resolve(lookup); err != nil {
+				return err
+			}
+			headers[name] = v
+		}
 	}
 	for _, v := range vals {
 		if v.IsZero() {
@@ -538,6 +571,9 @@ func (c *Config) Secrets() []string {
 		if p.Sensor.Webhook != nil {
 			add(p.Sensor.Webhook.Secret)
 		}
+		for _, v := range p.Source.Headers {
+			add(v)
+		}
 	}
 	return out
 }
@@ -561,6 +597,9 @@ func (c *Config) Path(p string) string {
 }
 
 func (c *Config) applyDefaults() {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 30 * time.Second
+	}
 	if c.NATS.Listen == "" {
 		c.NATS.Listen = "127.0.0.1:4222"
 	}
@@ -705,6 +744,8 @@ var (
 	identRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 	nameRe  = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 	tokenRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// headerRe is an HTTP header name (RFC 9110 token).
+	headerRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
 
 func (n *NATS) validate() error {
@@ -826,6 +867,9 @@ func (c *Config) Validate() error {
 	if c.Console.Logs.MaxBytes < 1<<20 {
 		return fieldErr("console.logs.max_bytes", "%d is less than 1 MiB", c.Console.Logs.MaxBytes)
 	}
+	if c.ConnectTimeout < time.Second {
+		return fieldErr("connect_timeout", "%v is shorter than one second", c.ConnectTimeout)
+	}
 	if len(c.Pipelines) == 0 {
 		return fieldErr("pipelines", "declare at least one pipeline")
 	}
@@ -842,6 +886,24 @@ func (c *Config) Validate() error {
 		seen[p.Name] = true
 		if !strings.Contains(p.Source.URL, "{ds}") || !(strings.HasPrefix(p.Source.URL, "http://") || strings.HasPrefix(p.Source.URL, "https://")) {
 			return fieldErr(at+".source.url", "%q must be an http(s) URL containing {ds}", p.Source.URL)
+		}
+		if u, err := url.Parse(strings.ReplaceAll(p.Source.URL, "{ds}", "2006-01-02")); err != nil || u.Host == "" {
+			return fieldErr(at+".source.url", "%q is not a URL", p.Source.URL)
+		} else if u.User != nil {
+			return fieldErr(at+".source.url", "holds credentials (user:password@); send them as a header from a reference (source.headers: {Authorization: env:API_TOKEN})")
+		}
+		for name, v := range p.Source.Headers {
+			if !headerRe.MatchString(name) {
+				return fieldErr(at+".source.headers", "%q is not a header name", name)
+			}
+			if err := v.RequireReference(); err != nil {
+				return fieldErr(at+".source.headers."+name, "%v", err)
+			}
+		}
+		for _, h := range p.Source.RedirectHosts {
+			if h == "" || strings.ContainsAny(h, "/@ ") {
+				return fieldErr(at+".source.redirect_hosts", "%q must be a host name or host:port", h)
+			}
 		}
 		if p.Source.Method != "HEAD" && p.Source.Method != "GET" {
 			return fieldErr(at+".source.method", "%q must be HEAD or GET", p.Source.Method)
@@ -925,6 +987,14 @@ func (c *Config) Validate() error {
 			}
 			if err := p.RetryPolicy(step).validate(at + ".retries.steps." + step); err != nil {
 				return err
+			}
+		}
+		for step, d := range p.Deadlines {
+			if !slices.Contains(RetrySteps, step) {
+				return fieldErr(at+".deadlines", "unknown step %q (%s)", step, strings.Join(RetrySteps, ", "))
+			}
+			if d < time.Second {
+				return fieldErr(at+".deadlines."+step, "%v is shorter than one second", d)
 			}
 		}
 		if p.SLA != nil && p.SLA.Within < time.Second {

@@ -83,6 +83,8 @@ func TestBadConfigFailsWithFileAndLine(t *testing.T) {
 		{"url without ds", "data/{ds}.csv", "data/today.csv", ":16: pipelines[0].source.url"},
 		{"bad pipeline name", "- name: orders", "- name: Orders!", ":14: pipelines[0].name"},
 		{"lease shorter than poke", "{ds}.csv\n", "{ds}.csv\n    lease:\n      ttl: 30s\n", ":18: pipelines[0].lease.ttl: 30s must be longer than the poke interval"},
+		{"credentials in the source url", "http://api.local/", "http://user:pw@api.local/", ":16: pipelines[0].source.url: holds credentials"},
+		{"literal source header", "{ds}.csv\n", "{ds}.csv\n      headers:\n        Authorization: Bearer xyz\n", ":18: pipelines[0].source.headers.Authorization: "},
 		{"unconfigured channel", "{ds}.csv\n", "{ds}.csv\n    alerts: [email]\n", ":17: pipelines[0].alerts: channel \"email\""},
 	}
 	for _, c := range cases {

@@ -131,7 +131,11 @@ type Reader struct {
 // optional columns may be absent, a missing required column is a *Violation, and so is an
 // unknown column unless the contract ignores them. Errors reading r itself are returned as they
 // are (they are not violations), as is an invalid contract.
-func NewReader(r io.Reader, c *Contract) (*Reader, error) {
+func NewReader(r io.Reader, c *Contract, opts ...ReaderOption) (*Reader, error) {
+	var o readerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	fields := make([]*field, len(c.Columns))
 	for i, col := range c.Columns {
 		f, err := compileColumn(col)
@@ -143,6 +147,9 @@ func NewReader(r io.Reader, c *Contract) (*Reader, error) {
 	in, err := decompress(r)
 	if err != nil {
 		return nil, err
+	}
+	if o.maxBytes > 0 {
+		in = &sizeLimiter{r: in, left: o.maxBytes, max: o.maxBytes}
 	}
 	lim := &recordLimiter{r: in}
 	br := bufio.NewReader(lim)
@@ -375,6 +382,35 @@ func (r *Reader) readErr(err error, rec []string) error {
 }
 
 var errRecordTooLong = errors.New("csv record too long")
+
+// ReaderOption configures NewReader.
+type ReaderOption func(*readerOptions)
+
+type readerOptions struct{ maxBytes int64 }
+
+// MaxBytes fails the read with ErrTooLarge once the file's content (after gzip decoding) is
+// longer than n bytes, so a small compressed object cannot expand without bound.
+func MaxBytes(n int64) ReaderOption { return func(o *readerOptions) { o.maxBytes = n } }
+
+// ErrTooLarge is a file whose content is longer than MaxBytes allows.
+var ErrTooLarge = errors.New("the file is larger than allowed")
+
+type sizeLimiter struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (l *sizeLimiter) Read(p []byte) (int, error) {
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return 0, fmt.Errorf("%w (more than %d bytes after gzip decoding)", ErrTooLarge, l.max)
+	}
+	return n, err
+}
 
 // recordLimiter fails a read once more than MaxRecordBytes have been read since n was reset
 // (at the start of each record).

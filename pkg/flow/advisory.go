@@ -88,19 +88,21 @@ func (r *Router) onMaxDeliveries(ctx context.Context, rt Route, data []byte) err
 		return nil
 	}
 	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: int(adv.Deliveries), Class: "transient", Error: cause.Error()}
+	// Recorded and released before it is announced, as Router.fail does.
+	final, _ := event.Encode(f)
+	if err := r.runs.Update(ctx, *run, func(rec *runstate.Record) {
+		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, int(adv.Deliveries), cause.Error(), "transient"
+		rec.Span, rec.Final = nil, final
+	}); err != nil {
+		log.Warn("record run state", "err", err)
+	}
+	if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
+		log.Warn("release lease", "err", err)
+	}
 	pctx := trace.ContextWithRemoteSpanContext(ctx, runSpanContext(telemetry.Extract(ctx, raw.Header), run.RunID))
 	if err := Publish(pctx, r.js, r.opts.SubjectPrefix, f); err != nil {
 		return err
 	}
 	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", "transient")
-	if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
-		log.Warn("release lease", "err", err)
-	}
-	if err := r.runs.Update(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, int(adv.Deliveries), cause.Error(), "transient"
-		rec.Span = nil
-	}); err != nil {
-		log.Warn("record run state", "err", err)
-	}
 	return nil
 }

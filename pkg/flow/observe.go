@@ -43,6 +43,7 @@ func (r *Router) initSeries(rt Route) {
 	if m == nil {
 		return
 	}
+	m.EventsRefused.WithLabelValues(rt.Step)
 	for name := range r.pipelines {
 		for _, o := range metrics.StepOutcomes {
 			m.StepOutcomes.WithLabelValues(name, rt.Step, o)

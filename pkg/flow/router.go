@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,10 @@ type Route struct {
 	// Durable names the route's JetStream consumer (default Step). A step that consumes two
 	// kinds of event has two routes, which need two consumers.
 	Durable string
+	// Claims checks what the event says against what the pipeline's config says (the fetcher:
+	// the URL is the configured source's; the validator: the object is the pipeline's landing
+	// key). An event whose claims do not hold is refused before anything is recorded or done.
+	Claims func(p *config.Pipeline, in event.Event) error
 }
 
 func (rt Route) durable() string {
@@ -223,11 +228,15 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	in, err := event.Decode(rt.Consumes, msg.Data())
 	if err != nil {
 		// A malformed event can never be handled: drop it loudly instead of redelivering forever.
-		r.log.Error("invalid event dropped", "step", rt.Step, "subject", msg.Subject(), "err", err)
-		_ = msg.TermWithReason("invalid event")
+		r.refuse(rt, msg, nil, err)
 		return
 	}
 	run := in.Header()
+	p, err := r.admit(rt, msg.Subject(), in)
+	if err != nil {
+		r.refuse(rt, msg, run, err)
+		return
+	}
 	d := &delivery{rt: rt, msg: msg, in: in, run: run, attempt: attempt, started: started, published: meta.Timestamp}
 
 	// Every event of a run carries the run's root span context: step spans are its children,
@@ -280,19 +289,15 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		r.lineageStart(d)
 	}
 
-	p, ok := r.pipelines[run.Pipeline]
-	if !ok {
-		r.fail(ctx, d, "permanent", fmt.Errorf("pipeline %q is not in this service's config", run.Pipeline))
-		return
-	}
 	d.p = p
 	if r.dropIfEnded(ctx, d) {
 		return
 	}
 
-	// Every step after the sensor runs under the lease the sensor took: confirm it before work.
-	// Consumers of a run's final events (the alerter) act after the lease is gone.
-	holdsLease := run.Fence != 0 && !terminal(rt.Consumes)
+	// Every step after the sensor runs under the lease the sensor took: confirm it before work
+	// (admit made sure the event carries a token). Consumers of a run's final events (the
+	// alerter) act after the lease is gone.
+	holdsLease := leased(rt.Consumes)
 	if holdsLease {
 		if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil {
 			if errors.Is(err, lease.ErrLost) {
@@ -305,7 +310,7 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 	}
 
 	stop := r.heartbeat(ctx, msg, p, run, holdsLease)
-	out, err := r.call(ctx, rt, p, in)
+	out, err := r.callWithin(ctx, rt, p, in)
 	stop()
 
 	var wait *WaitError
@@ -324,6 +329,13 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		}
 		oh.Steps = append(append([]event.StepResult(nil), run.Steps...), step)
 		crash.Point(rt.Step, crash.AfterHandle)
+		if out.Kind() == event.KindCompleted {
+			// The run's end is recorded, and its lease released, before it is announced.
+			r.end(ctx, d, out, func(rec *runstate.Record) {
+				rec.State, rec.Detail, rec.Error, rec.Steps = runstate.Completed, "", "", oh.Steps
+				rec.Stage = runstate.StageOf(event.KindCompleted, false)
+			})
+		}
 		if err := r.publish(ctx, d, out); err != nil {
 			log.Warn("publish failed; will redeliver", "err", err)
 			_ = msg.NakWithDelay(time.Second)
@@ -333,25 +345,16 @@ func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
 		_ = msg.DoubleAck(ctx)
 		log.Info("step done", "next", out.Kind(), "duration_ms", time.Since(started).Milliseconds())
 		r.succeeded(ctx, d, out)
-		// The run's end is recorded before its lease goes: a leftover delivery that finds the
-		// lease free also finds the run ended (dropIfEnded).
-		// Handing on is written at the next event's stage: if the next step has already marked
-		// the run running, this write is older news and is dropped.
-		r.state(ctx, *oh, func(rec *runstate.Record) {
-			rec.Steps = oh.Steps
-			rec.Error = ""
-			rec.Span = nil
-			rec.Stage = runstate.StageOf(out.Kind(), false)
-			if out.Kind() == event.KindCompleted {
-				rec.State, rec.Detail = runstate.Completed, ""
-			} else {
+		if out.Kind() != event.KindCompleted {
+			// Handing on is written at the next event's stage: if the next step has already
+			// marked the run running, this write is older news and is dropped.
+			r.state(ctx, *oh, func(rec *runstate.Record) {
+				rec.Steps = oh.Steps
+				rec.Error = ""
+				rec.Span = nil
+				rec.Stage = runstate.StageOf(out.Kind(), false)
 				rec.State, rec.Detail = runstate.Running, runstate.HandedOn+string(out.Kind())
-			}
-		})
-		if out.Kind() == event.KindCompleted {
-			if err := r.leases.Release(ctx, p.Name, run.RunID); err != nil {
-				log.Warn("release lease", "err", err)
-			}
+			})
 		}
 	case errors.As(err, &wait):
 		_ = msg.NakWithDelay(wait.Delay)
@@ -393,6 +396,26 @@ type delivery struct {
 	span      trace.Span        // this step's span
 	open      *runstate.Span    // the span earlier deliveries of this step left open
 	waiting   bool
+}
+
+// ErrDeadline is a step that passed its deadline (pipelines[].deadlines): it was cancelled and is
+// retried like any transient failure.
+var ErrDeadline = errors.New("step deadline passed")
+
+// callWithin runs the handler under the step's deadline: a hung statement or request is
+// cancelled and the delivery retried, instead of holding the pipeline forever.
+func (r *Router) callWithin(ctx context.Context, rt Route, p *config.Pipeline, in event.Event) (event.Event, error) {
+	limit := p.StepDeadline(rt.Step)
+	hctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	out, err := r.call(hctx, rt, p, in)
+	if err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		var wait *WaitError
+		if !errors.As(err, &wait) {
+			return nil, fmt.Errorf("%w: %s took longer than %s and was cancelled (pipelines[].deadlines.%s): %v", ErrDeadline, rt.Step, limit, rt.Step, err)
+		}
+	}
+	return out, err
 }
 
 // call runs the handler, turning a panic into a transient error.
@@ -442,13 +465,17 @@ func (r *Router) retry(ctx context.Context, d *delivery, err error) {
 	}
 	policy := d.p.RetryPolicy(d.rt.Step)
 	if d.attempt > policy.MaxRetries() {
-		r.fail(ctx, d, "transient", fmt.Errorf("gave up after %d attempts: %w", d.attempt, err))
+		class := "transient"
+		if errors.Is(err, ErrDeadline) {
+			class = "timeout"
+		}
+		r.fail(ctx, d, class, fmt.Errorf("gave up after %d attempts: %w", d.attempt, err))
 		return
 	}
 	delay := policy.DelayFor(d.attempt, rand.Float64())
 	// A run parked for a retry keeps its lease for the wait: nothing renews it meanwhile, and a
 	// lease shorter than the delay would hand the pipeline to the next run and fence this one.
-	if d.run.Fence != 0 && !terminal(d.rt.Consumes) {
+	if leased(d.rt.Consumes) {
 		if err := r.leases.Renew(ctx, d.p.Name, d.run.RunID, d.run.Fence, delay+d.p.Lease.TTL); err != nil {
 			Logger(ctx).Warn("extend lease for the retry", "err", err)
 		}
@@ -482,6 +509,12 @@ func (r *Router) fail(ctx context.Context, d *delivery, class string, cause erro
 		return
 	}
 	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: d.attempt, Class: class, Error: cause.Error()}
+	// The run's end is recorded, and its lease released (unless it was lost), before it is
+	// announced: whoever hears of the end — `sluice run`, which then exits, or a trigger of
+	// the same date — finds the run ended and the pipeline free.
+	r.end(ctx, d, f, func(rec *runstate.Record) {
+		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, d.attempt, cause.Error(), class
+	})
 	if err := r.publish(ctx, d, f); err != nil {
 		log.Warn("publish failed event; will redeliver", "err", err)
 		_ = msg.NakWithDelay(time.Second)
@@ -491,14 +524,26 @@ func (r *Router) fail(ctx context.Context, d *delivery, class string, cause erro
 	_ = msg.Term()
 	r.done(ctx, d, metrics.OutcomeFailed)
 	r.failed(ctx, d, class, cause)
-	r.state(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, d.attempt, cause.Error(), class
-		rec.Span, rec.NextAttempt = nil, time.Time{}
+}
+
+// end records a run's end with the final event that announces it, then releases the run's
+// lease (a fenced run no longer holds it). A delivery that comes back after a crash between
+// this and the publish finds the run ended and publishes the recorded event (dropIfEnded);
+// the stream's duplicate window drops it if the first publish got through after all.
+func (r *Router) end(ctx context.Context, d *delivery, final event.Event, fn func(*runstate.Record)) {
+	data, err := event.Encode(final)
+	if err != nil {
+		Logger(ctx).Warn("encode final event", "err", err)
+	}
+	r.state(ctx, *final.Header(), func(rec *runstate.Record) {
+		fn(rec)
+		rec.Span, rec.NextAttempt, rec.Final = nil, time.Time{}, data
 	})
-	if class != "fenced" {
-		if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
-			log.Warn("release lease", "err", err)
-		}
+	if f, ok := final.(*event.Failed); ok && f.Class == "fenced" {
+		return
+	}
+	if err := r.leases.Release(ctx, d.run.Pipeline, d.run.RunID); err != nil {
+		Logger(ctx).Warn("release lease", "err", err)
 	}
 }
 
@@ -507,12 +552,70 @@ func terminal(k event.Kind) bool {
 	return k == event.KindFailed || k == event.KindCompleted || k == event.KindSLAMissed
 }
 
+// leased reports events that are handled under the run's lease: every event between the
+// sensor's (which takes the lease) and the run's end.
+func leased(k event.Kind) bool { return k != event.KindRequested && !terminal(k) }
+
+// admit checks an event's claims before anything is done for it: the pipeline is one this
+// service is configured for, the subject is the one the event's own header names, an event
+// handled under the lease carries a fencing token, and the route's own claims hold. It returns
+// the event's pipeline.
+func (r *Router) admit(rt Route, subject string, in event.Event) (*config.Pipeline, error) {
+	run := in.Header()
+	p, ok := r.pipelines[run.Pipeline]
+	if !ok {
+		return nil, fmt.Errorf("pipeline %q is not configured", run.Pipeline)
+	}
+	if want := event.Subject(r.opts.SubjectPrefix, run.Pipeline, rt.Consumes, run.DS); subject != want {
+		return nil, fmt.Errorf("published on %s, but the event is for %s", subject, want)
+	}
+	if leased(rt.Consumes) && run.Fence == 0 {
+		return nil, errors.New("it carries no fencing token: no fence, no write")
+	}
+	if rt.Claims != nil {
+		if err := rt.Claims(p, in); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// refuse terminates an event that is malformed or whose claims do not hold, with one log line
+// and before it touches anything: no run state, lineage, span, lease or per-pipeline series, so
+// crafted events can neither act nor grow what sluice stores and exports. run is nil for an
+// event that could not be decoded.
+func (r *Router) refuse(rt Route, msg jetstream.Msg, run *event.Run, cause error) {
+	who := rt.Step
+	if run != nil {
+		who = fmt.Sprintf("%.64s %.10s %s", run.Pipeline, run.DS, rt.Step)
+	}
+	r.log.Error(fmt.Sprintf("%s: refused %s event on %.200s: %s", who, rt.Consumes, msg.Subject(), oneLine(cause)), "class", "refused")
+	_ = msg.TermWithReason("refused")
+	if r.metrics != nil {
+		r.metrics.EventsRefused.WithLabelValues(rt.Step).Inc()
+	}
+}
+
+// oneLine keeps an error (a schema validator's is a tree over several lines) on one bounded line.
+func oneLine(err error) string {
+	s := strings.Join(strings.Fields(err.Error()), " ")
+	if len(s) > 500 {
+		s = s[:500] + "…"
+	}
+	return s
+}
+
 // publish sends the run's next event with the run's root span as its trace parent.
 func (r *Router) publish(ctx context.Context, d *delivery, e event.Event) error {
 	return Publish(trace.ContextWithRemoteSpanContext(ctx, d.runSC), r.js, r.opts.SubjectPrefix, e)
 }
 
 func (r *Router) state(ctx context.Context, run event.Run, fn func(*runstate.Record)) {
+	if run.Fence != 0 {
+		// A run that held the lease and no longer does, without an end, is lost (runstate.Lost).
+		fn0 := fn
+		fn = func(rec *runstate.Record) { fn0(rec); rec.Fence = run.Fence }
+	}
 	if err := r.runs.Update(ctx, run, fn); err != nil {
 		Logger(ctx).Warn("record run state", "err", err)
 	}

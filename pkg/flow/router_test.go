@@ -40,8 +40,11 @@ func newHarness(t *testing.T, retries int) *harness {
 		t.Fatal(err)
 	}
 	p := config.Pipeline{Name: "orders", Lease: config.Lease{TTL: time.Minute}, Retries: config.Retries{Max: &retries, Delay: 10 * time.Millisecond}}
+	// deadline is orders with a short step deadline (TestStepDeadlineCancelsAndRetriesAHungStep).
+	d := p
+	d.Name, d.Deadlines = "deadline", map[string]time.Duration{"fetcher": 300 * time.Millisecond}
 	tp := telemetry.TracerProvider("test")
-	r, err := flow.NewRouter(ctx, js, opts, []config.Pipeline{p}, tp, telemetry.Logger(io.Discard, 0))
+	r, err := flow.NewRouter(ctx, js, opts, []config.Pipeline{p, d}, tp, telemetry.Logger(io.Discard, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

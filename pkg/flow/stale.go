@@ -2,8 +2,12 @@ package flow
 
 import (
 	"context"
+	"fmt"
+	"time"
 
+	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/metrics"
+	"github.com/sluice-etl/sluice/pkg/runstate"
 )
 
 // dropIfEnded acks a redelivered message of a run that has already ended and reports whether it
@@ -19,8 +23,28 @@ func (r *Router) dropIfEnded(ctx context.Context, d *delivery) bool {
 	if err != nil || !rec.State.Final() {
 		return false
 	}
+	if rec.Step == d.rt.Step && len(rec.Final) > 0 {
+		// This step ended the run and may have died before announcing it: announce it now.
+		// A copy already published is dropped by the stream's duplicate window, and the
+		// alerter records each alert once, so announcing twice costs nothing.
+		if err := r.republish(ctx, d, rec); err != nil {
+			Logger(ctx).Warn("announce the run's recorded end; will redeliver", "err", err)
+			_ = d.msg.NakWithDelay(time.Second)
+			return true
+		}
+	}
 	Logger(ctx).Info("run already ended; dropping a leftover delivery", "state", rec.State)
 	_ = d.msg.DoubleAck(ctx)
 	r.done(ctx, d, metrics.OutcomeSkip)
 	return true
+}
+
+// republish publishes the final event recorded with a run's end.
+func (r *Router) republish(ctx context.Context, d *delivery, rec runstate.Record) error {
+	for _, k := range []event.Kind{event.KindCompleted, event.KindFailed} {
+		if e, err := event.Decode(k, rec.Final); err == nil {
+			return r.publish(ctx, d, e)
+		}
+	}
+	return fmt.Errorf("run %s: its recorded end is not a completed or failed event", rec.RunID)
 }

@@ -62,6 +62,10 @@ type Metrics struct {
 	Alerts *prometheus.CounterVec
 	// LineageEvents counts OpenLineage events by outcome (sent, failed).
 	LineageEvents *prometheus.CounterVec
+	// EventsRefused counts events a step refused: malformed, or claiming what the config does
+	// not say (an unknown pipeline, a foreign URL or key, no fencing token). Labelled by step
+	// only, so crafted events cannot add series.
+	EventsRefused *prometheus.CounterVec
 
 	names []string
 }
@@ -97,6 +101,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.SLAMisses = counter("sluice_sla_misses_total", "Runs whose SLA deadline passed before they finished.", "pipeline")
 	m.Alerts = counter("sluice_alerts_total", "Alert deliveries by channel and outcome (sent, failed, duplicate).", "pipeline", "channel", "outcome")
 	m.LineageEvents = counter("sluice_lineage_events_total", "OpenLineage events by outcome (sent, failed).", "outcome")
+	m.EventsRefused = counter("sluice_events_refused_total", "Events a step refused: malformed, or claiming what the config does not say.", "step")
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

@@ -35,6 +35,10 @@ const (
 	Completed State = "completed"
 	Failed    State = "failed"
 	Skipped   State = "skipped"
+	// Lost is a run that held its pipeline's lease and no longer does, without having ended:
+	// its process died where no delivery of it is left to finish it (see Record.Orphaned).
+	// A lost run is over; its date can be requested again.
+	Lost State = "lost"
 )
 
 // HandedOn starts the Detail of a run between two steps: the step named in Step is done and
@@ -42,7 +46,7 @@ const (
 const HandedOn = "done; handed on as "
 
 // Final reports whether a run in state s is over.
-func (s State) Final() bool { return s == Completed || s == Failed || s == Skipped }
+func (s State) Final() bool { return s == Completed || s == Failed || s == Skipped || s == Lost }
 
 // Record is one run.
 type Record struct {
@@ -70,6 +74,20 @@ type Record struct {
 	// Span is the trace span of a step that is waiting (a sensor poking): started at the first
 	// delivery and exported when the step stops waiting, with one event per wait.
 	Span *Span `json:"span,omitempty"`
+	// Fence is the run's lease token once it holds the lease.
+	Fence uint64 `json:"fence,omitempty"`
+	// Final is the event that announces the run's end (completed or failed), recorded with the
+	// end before it is published, so a step that died in between can publish it when its
+	// message comes back.
+	Final json.RawMessage `json:"final,omitempty"`
+}
+
+// Orphaned reports whether the run took its pipeline's lease and lost it without ending: the
+// lease is free or held by another run (leaseRunID: its holder, "" when free). Every step after
+// the sensor runs under the lease, and a run's end is recorded before its lease is released, so
+// such a run can only have died; a delivery that still comes back fails it as fenced.
+func (r Record) Orphaned(leaseRunID string) bool {
+	return !r.State.Final() && r.Fence != 0 && leaseRunID != r.RunID
 }
 
 // Span is a step's trace span kept open across the deliveries that wait.

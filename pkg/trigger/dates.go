@@ -81,7 +81,7 @@ func (r *Requester) RequestDates(ctx context.Context, pipeline string, sla *conf
 	var out []DateResult
 	for _, ds := range dates {
 		d := DateResult{DS: ds}
-		latest, ok, err := r.runs.Latest(ctx, pipeline, ds)
+		latest, ok, err := r.Latest(ctx, pipeline, ds)
 		if err != nil {
 			return out, err
 		}

@@ -91,11 +91,49 @@ func MsgID(pipeline, ds, after string) string {
 
 // Pending returns the date's latest run if it has not ended.
 func (r *Requester) Pending(ctx context.Context, pipeline, ds, ended string) (runstate.Record, bool, error) {
-	latest, ok, err := r.runs.Latest(ctx, pipeline, ds)
+	latest, ok, err := r.Latest(ctx, pipeline, ds)
 	if err != nil || !ok || latest.State.Final() || latest.RunID == ended {
 		return runstate.Record{}, false, err
 	}
 	return latest, true, nil
+}
+
+// Latest returns the date's latest run, marked lost first if it is orphaned: it took the
+// pipeline's lease and lost it without ending (its process died), so nothing will end it and
+// its date may be requested again.
+func (r *Requester) Latest(ctx context.Context, pipeline, ds string) (runstate.Record, bool, error) {
+	latest, ok, err := r.runs.Latest(ctx, pipeline, ds)
+	if err != nil || !ok || latest.State.Final() || latest.Fence == 0 {
+		return latest, ok, err
+	}
+	holder, err := LeaseHolder(ctx, r.js, pipeline)
+	if err != nil || !latest.Orphaned(holder) {
+		// A caller that may not read the leases (the console's NATS user) sees the run as it is.
+		return latest, ok, nil
+	}
+	run := event.Run{RunID: latest.RunID, Pipeline: pipeline, DS: ds, RequestedAt: latest.RequestedAt}
+	detail := "lost: its lease is gone and it never ended (its process died)"
+	if err := r.runs.Update(ctx, run, func(rec *runstate.Record) {
+		if !rec.State.Final() {
+			rec.State, rec.Detail, rec.Span = runstate.Lost, detail, nil
+		}
+	}); err != nil {
+		return latest, ok, nil // not allowed to record it: the run stays as it is
+	}
+	return r.runs.Latest(ctx, pipeline, ds)
+}
+
+// LeaseHolder is the run id holding pipeline's lease, "" when it is free.
+func LeaseHolder(ctx context.Context, js jetstream.JetStream, pipeline string) (string, error) {
+	leases, err := lease.New(ctx, js)
+	if err != nil {
+		return "", err
+	}
+	h, held, err := leases.Get(ctx, pipeline)
+	if err != nil || !held {
+		return "", err
+	}
+	return h.RunID, nil
 }
 
 // Plan decides a request: it returns the date's pending run if there is one, or else the
@@ -104,7 +142,7 @@ func (r *Requester) Plan(ctx context.Context, req Request) (Planned, *runstate.R
 	if _, err := event.ParseDS(req.DS); err != nil {
 		return Planned{}, nil, err
 	}
-	latest, ok, err := r.runs.Latest(ctx, req.Pipeline, req.DS)
+	latest, ok, err := r.Latest(ctx, req.Pipeline, req.DS)
 	if err != nil {
 		return Planned{}, nil, err
 	}

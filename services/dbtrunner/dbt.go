@@ -135,10 +135,7 @@ func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64
 	if _, err := r.contractFor(p); err != nil {
 		return nil, err
 	}
-	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name, "sluice_pipelines": r.specs()}
-	if token != 0 {
-		vars["fence"] = token
-	}
+	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name, "sluice_pipelines": r.specs(), "fence": token}
 	b, err := json.Marshal(vars)
 	if err != nil {
 		_ = os.RemoveAll(dir)

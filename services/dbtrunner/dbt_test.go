@@ -169,8 +169,11 @@ func TestGuardRefusesToCreateTarget(t *testing.T) {
 	p := config.Pipeline{Name: "orders", StagingTable: "staging_orders", DBT: config.Select{Select: "+orders"},
 		Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"}}
 
+	if err := fence.Ensure(ctx, db); err != nil {
+		t.Fatal(err)
+	}
 	build := func() error {
-		inv, err := r.newInvocation(p, "2026-11-24", "RUNGUARD", 0)
+		inv, err := r.newInvocation(p, "2026-11-24", "RUNGUARD", 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,10 +217,10 @@ func TestUnreachableDatabaseIsTransient(t *testing.T) {
 	p := config.Pipeline{Name: "orders", StagingTable: "staging_orders", DBT: config.Select{Select: "+orders"},
 		Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"}}
 
-	if _, err := r.count(t.Context(), p, "2026-11-24", "public.orders_p20261124", true); err == nil || flow.IsPermanent(err) || strings.Contains(err.Error(), "pw-unreachable") {
+	if _, err := r.count(t.Context(), p, "2026-11-24", "public.orders_p20261124"); err == nil || flow.IsPermanent(err) || strings.Contains(err.Error(), "pw-unreachable") {
 		t.Fatalf("count: err = %v, want a transient error without the password", err)
 	}
-	inv, err := r.newInvocation(p, "2026-11-24", "RUNDOWN", 0)
+	inv, err := r.newInvocation(p, "2026-11-24", "RUNDOWN", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,4 +253,44 @@ func newRunner(t *testing.T, url string) *Runner {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestPreHookRefusesNoToken: no fence, no write. The model's pre-hook used to skip the fence
+// check for a token of 0 (or none) and upsert anyway; now dbt refuses before touching the table.
+func TestPreHookRefusesNoToken(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := testenv.Postgres(t)
+	db, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `CREATE TABLE staging_orders (order_id bigint NOT NULL, customer_id integer NOT NULL, amount numeric NOT NULL, updated_at timestamptz NOT NULL, load_date date NOT NULL, run_id text NOT NULL);
+		INSERT INTO staging_orders VALUES (1, 10, 1, '2026-11-24T10:00:00Z', '2026-11-24', 'r');
+		CREATE TABLE orders (order_id bigint NOT NULL, customer_id integer NOT NULL, amount numeric NOT NULL, updated_at timestamptz NOT NULL, load_date date NOT NULL) PARTITION BY RANGE (load_date);
+		CREATE TABLE orders_p20261124 PARTITION OF orders FOR VALUES FROM ('2026-11-24') TO ('2026-11-25')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := fence.Ensure(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, url)
+	p := config.Pipeline{Name: "orders", StagingTable: "staging_orders", DBT: config.Select{Select: "orders"},
+		Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"}}
+	inv, err := r.newInvocation(p, "2026-11-24", "RUNNOFENCE", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inv.close()
+	if _, err := inv.build(ctx, r.log, p.DBT.Select); err == nil || !strings.Contains(err.Error(), "no fencing token") {
+		t.Fatalf("dbt build with fence 0: err = %v, want the pre-hook's refusal", err)
+	}
+	var n int
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("an upsert without a fencing token wrote %d rows", n)
+	}
 }

@@ -203,7 +203,10 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	}
 	log := r.log.With("pipeline", p.Name, "ds", ds, "run_id", in.RunID, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
 
-	plan, err := r.count(ctx, p, ds, in.Partition, in.Fence != 0)
+	if in.Fence == 0 {
+		return nil, flow.Permanentf("run %s carries no fencing token: no fence, no write", in.RunID)
+	}
+	plan, err := r.count(ctx, p, ds, in.Partition)
 	if err != nil {
 		return nil, err
 	}
@@ -255,9 +258,9 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 
 // count computes, in one query, what upserting ds's staging slice into the target will do: the
 // slice deduplicated by the contract's key (the greatest version wins, as in the dbt model)
-// left-joined to the target. With ensureFences it also makes sure the fencing table the model's pre-hook writes
+// left-joined to the target. It also makes sure the fencing table the model's pre-hook writes
 // exists.
-func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition string, ensureFences bool) (_ counts, err error) {
+func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition string) (_ counts, err error) {
 	ctx, span := tracer(ctx).Start(ctx, "count upsert", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.collection.name", p.Target.Schema+"."+p.Target.Table)))
 	defer func() {
@@ -271,10 +274,8 @@ func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition str
 		return counts{}, fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if ensureFences {
-		if err := fence.Ensure(ctx, conn); err != nil {
-			return counts{}, err
-		}
+	if err := fence.Ensure(ctx, conn); err != nil {
+		return counts{}, err
 	}
 	con, err := r.contractFor(p)
 	if err != nil {

@@ -369,6 +369,17 @@ func TestUpsertRules(t *testing.T) {
 	if after := f.orders(t); !mapsEqual(after, got) {
 		t.Fatal("a fenced run changed the table")
 	}
+
+	// No fence, no write: a run without a token is refused (TestPreHookRefusesNoToken: dbt's
+	// pre-hook too).
+	zero := partitioned(ds2, 1)
+	zero.Fence = 0
+	if _, err := f.runner.Handle(ctx, pipeline, zero); err == nil || !flow.IsPermanent(err) || !strings.Contains(err.Error(), "no fencing token") {
+		t.Fatalf("run without a token: err = %v, want a permanent refusal", err)
+	}
+	if after := f.orders(t); !mapsEqual(after, got) {
+		t.Fatal("an upsert without a fencing token changed the table")
+	}
 }
 
 // wantDocs checks the run's dbt docs are in the bucket under its docs key.

@@ -10,6 +10,7 @@
 package fetcher
 
 import (
+	"bytes"
 	"compress/flate"
 	"compress/gzip"
 	"context"
@@ -32,6 +33,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
+	"github.com/sluice-etl/sluice/pkg/source"
 )
 
 // Service is the fetcher as an app service.
@@ -41,8 +43,18 @@ var Service = app.Service{Name: "fetcher", Routes: func(ctx context.Context, d *
 		return nil, err
 	}
 	f := New(d.HTTPClient(30*time.Minute), c, d.Config.S3.Bucket)
-	return []flow.Route{{Step: "fetcher", Consumes: event.KindAvailable, Handle: f.Handle}}, nil
+	return []flow.Route{{Step: "fetcher", Consumes: event.KindAvailable, Handle: f.Handle, Claims: Claims}}, nil
 }}
+
+// Claims refuses an available event whose URL is not the pipeline's configured source for the
+// event's date: the fetcher fetches what the config says, never what an event says.
+func Claims(p *config.Pipeline, in event.Event) error {
+	av := in.(*event.Available)
+	if want := source.Display(p, av.DS, av.RunID); av.URL != want {
+		return fmt.Errorf("url %.200q is not the source of pipeline %s for %s (%s)", av.URL, p.Name, av.DS, want)
+	}
+	return nil
+}
 
 // Metadata and tag keys on a landed object. The source validators are known when the upload
 // starts, so they are metadata; the checksum is known only at its end, so it is a tag.
@@ -93,7 +105,12 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 	if limit <= 0 {
 		limit = config.DefaultMaxBytes
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, av.URL, nil)
+	// The request is built from the config and the parsed ds; av.URL (already checked against
+	// the same, redacted) is only what logs and metadata show.
+	if err := Claims(p, av); err != nil {
+		return nil, flow.Permanent(err)
+	}
+	req, err := source.NewRequest(ctx, p, http.MethodGet, av.DS, av.RunID)
 	if err != nil {
 		return nil, flow.Permanent(err)
 	}
@@ -115,7 +132,10 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 			req.Header.Set("If-Modified-Since", prev.lastModified)
 		}
 	}
-	resp, err := f.http.Do(req)
+	resp, err := source.Do(f.http, req)
+	if errors.Is(err, source.ErrRedirect) {
+		return nil, flow.Permanentf("get %s: %w", av.URL, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", av.URL, err)
 	}
@@ -312,17 +332,29 @@ func decode(resp *http.Response, raw *rawBody) (io.Reader, error) {
 	default:
 		return nil, flow.Permanentf("source sent Content-Encoding %q; sluice reads identity and gzip", ce)
 	}
-	var head [2]byte
-	n, err := io.ReadFull(r, head[:])
-	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-		return nil, err
+	// Peel every gzip layer (a .gz inside a .gz, or more), so what lands is the plain file and
+	// source.max_bytes, counted on the result, bounds what reaches staging whatever the layers.
+	for layers := 0; ; layers++ {
+		var head [2]byte
+		n, err := io.ReadFull(r, head[:])
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return nil, err
+		}
+		r = io.MultiReader(bytes.NewReader(head[:n:n]), r)
+		if n < 2 || head[0] != 0x1f || head[1] != 0x8b {
+			return r, nil
+		}
+		if layers == maxGzipLayers {
+			return nil, flow.Permanentf("source sent gzip inside gzip %d times over; sluice peels at most %d layers", layers+1, maxGzipLayers)
+		}
+		if r, err = gunzip(r); err != nil {
+			return nil, err
+		}
 	}
-	r = io.MultiReader(strings.NewReader(string(head[:n])), r)
-	if n == 2 && head[0] == 0x1f && head[1] == 0x8b {
-		return gunzip(r)
-	}
-	return r, nil
 }
+
+// maxGzipLayers bounds how many gzip layers inside the file are peeled: a real file has one.
+const maxGzipLayers = 3
 
 func gunzip(r io.Reader) (io.Reader, error) {
 	zr, err := gzip.NewReader(r)

@@ -55,6 +55,7 @@ func available(url string) *event.Available {
 // fetch runs Handle and returns the landed event.
 func (e *env) fetch(t *testing.T, url string) (*event.Landed, error) {
 	t.Helper()
+	e.p.Source.URL = url // the fetcher fetches the configured source, and only it
 	out, err := e.f.Handle(t.Context(), e.p, available(url))
 	if err != nil {
 		return nil, err
@@ -460,6 +461,7 @@ func TestRedeliveryKeepsThisRunsObject(t *testing.T) {
 	}))
 	defer srv.Close()
 	av := available(srv.URL + "/x.csv")
+	e.p.Source.URL = av.URL
 	first, err := e.f.Handle(t.Context(), e.p, av)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/source"
 )
 
 // Service is the sensor as an app service.
@@ -76,16 +77,18 @@ func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event)
 	}
 	run := req.Run
 	run.Fence = holder.Fence
-	url := config.Expand(p.Source.URL, p.Name, req.DS, req.RunID)
+	url := source.Display(p, req.DS, req.RunID) // as it may be shown: credentials redacted
 	if marked == markReady {
 		return &event.Available{Run: run, URL: url, Pokes: max(holder.Pokes, 1), LeaseAt: holder.AcquiredAt}, nil
 	}
-	status, err := s.poke(ctx, p, url)
+	status, err := s.poke(ctx, p, req.DS, req.RunID)
 	switch {
 	case err == nil && Ready(p.Sensor, status):
 		return &event.Available{Run: run, URL: url, Pokes: max(holder.Pokes, 1), LeaseAt: holder.AcquiredAt}, nil
 	case err == nil && (status == http.StatusUnauthorized || status == http.StatusForbidden):
 		return nil, flow.Permanentf("source %s answered %d: check the source's credentials", url, status)
+	case errors.Is(err, source.ErrRedirect):
+		return nil, flow.Permanent(err)
 	}
 	why := fmt.Sprintf("answered %d", status)
 	if err != nil {
@@ -207,14 +210,14 @@ func jittered(s config.Sensor, d time.Duration, r float64) time.Duration {
 
 // poke asks the source once whether the file is there. A hung source must not outlive the
 // lease, which only this poke renews while the run waits.
-func (s *Sensor) poke(ctx context.Context, p *config.Pipeline, url string) (int, error) {
+func (s *Sensor) poke(ctx context.Context, p *config.Pipeline, ds, runID string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, min(30*time.Second, p.Lease.TTL/2))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, p.Source.Method, url, nil)
+	req, err := source.NewRequest(ctx, p, p.Source.Method, ds, runID)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := s.http.Do(req)
+	resp, err := source.Do(s.http, req)
 	if err != nil {
 		return 0, err
 	}

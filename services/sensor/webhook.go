@@ -43,6 +43,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/source"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
@@ -66,20 +67,25 @@ const (
 // keeps ids for twice as long (bus.HookIDTTL).
 const Tolerance = bus.HookIDTTL / 2
 
+// MinKeyBytes is the shortest signing key accepted: 24 bytes (192 bits) keep the HMAC out of
+// reach of guessing; Standard Webhooks senders generate 24 to 64.
+const MinKeyBytes = 24
+
 // SigningKey turns a webhook secret into its HMAC key: "whsec_<base64>" is decoded as the
-// Standard Webhooks specification says; any other text is used as it is.
+// Standard Webhooks specification says; any other text is used as it is. A key shorter than
+// MinKeyBytes (after decoding: "whsec_" alone is no key at all) is refused.
 func SigningKey(secret string) ([]byte, error) {
+	k := []byte(secret)
 	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
-		k, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil {
+		var err error
+		if k, err = base64.StdEncoding.DecodeString(rest); err != nil {
 			return nil, errors.New("webhook secret starts with whsec_ but the rest is not base64")
 		}
-		return k, nil
 	}
-	if secret == "" {
-		return nil, errors.New("webhook secret is empty")
+	if len(k) < MinKeyBytes {
+		return nil, fmt.Errorf("webhook signing key is %d bytes (after decoding); it must be at least %d", len(k), MinKeyBytes)
 	}
-	return []byte(secret), nil
+	return k, nil
 }
 
 // Sign returns the webhook-signature header value for a push.
@@ -268,6 +274,7 @@ type webhooks struct {
 	pipelines map[string]*config.Pipeline
 	keys      map[string][]byte
 	requests  *prometheus.CounterVec
+	rejectLog logWindow
 }
 
 // HookResult is the webhook's answer to an accepted push.
@@ -393,8 +400,52 @@ func (w *webhooks) reject(rw http.ResponseWriter, pipeline, id string, rej *reje
 	if w.requests != nil && rej.outcome != "unknown" {
 		w.requests.WithLabelValues(pipeline, rej.outcome).Inc()
 	}
-	w.log.Warn("webhook rejected", "pipeline", pipeline, "webhook_id", id, "status", rej.status, "reason", rej.msg)
+	// Anyone who reaches the endpoint can send rejected requests: log each with bounded fields,
+	// and at most rejectLogBurst of them a minute, then one line counting the rest.
+	if n, ok := w.rejectLog.allow(w.now()); ok {
+		args := []any{"pipeline", bounded(pipeline), "webhook_id", bounded(id), "status", rej.status, "reason", bounded(rej.msg)}
+		if n > 0 {
+			args = append(args, "not_logged_before", n)
+		}
+		w.log.Warn("webhook rejected", args...)
+	}
 	writeError(rw, rej.status, rej.msg)
+}
+
+// bounded keeps text a sender chose short enough for a log line.
+func bounded(s string) string {
+	const limit = 128
+	if len(s) > limit {
+		return strings.ToValidUTF8(s[:limit], "") + "…"
+	}
+	return s
+}
+
+// rejectLogBurst is how many rejected requests are logged per minute.
+const rejectLogBurst = 20
+
+// logWindow allows burst lines per minute and counts the lines it held back.
+type logWindow struct {
+	mu      sync.Mutex
+	start   time.Time
+	logged  int
+	dropped int
+}
+
+// allow reports whether to log now, and how many lines were held back since the last one logged.
+func (l *logWindow) allow(now time.Time) (dropped int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= time.Minute {
+		l.start, l.logged = now, 0
+	}
+	if l.logged >= rejectLogBurst {
+		l.dropped++
+		return 0, false
+	}
+	l.logged++
+	dropped, l.dropped = l.dropped, 0
+	return dropped, true
 }
 
 func (w *webhooks) fail(rw http.ResponseWriter, pipeline, ds, id string, err error) {
@@ -515,7 +566,7 @@ func (w *webhooks) complete(ctx context.Context, p *config.Pipeline, l leaseRead
 	run.Fence = holder.Fence
 	run.Steps = append(append([]event.StepResult(nil), req.Steps...), event.StepResult{Step: "sensor",
 		StartedAt: received.UTC(), DurationMS: time.Since(received).Milliseconds(), Attempts: pokes})
-	av := &event.Available{Run: run, URL: config.Expand(p.Source.URL, p.Name, ds, runID), Pokes: pokes}
+	av := &event.Available{Run: run, URL: source.Display(p, ds, runID), Pokes: pokes}
 	if err := flow.Publish(ctx, w.js, w.marks.prefix, av); err != nil {
 		return false, err
 	}

@@ -36,5 +36,19 @@ var Service = app.Service{Name: "validator", Routes: func(ctx context.Context, d
 		}
 		return v.Handle(ctx, *p, c, in.(*event.Landed))
 	}
-	return []flow.Route{{Step: "validator", Consumes: event.KindLanded, Handle: handle}}, nil
+	claims := func(p *config.Pipeline, in event.Event) error {
+		return Claims(d.Config.S3.Bucket, p, in.(*event.Landed))
+	}
+	return []flow.Route{{Step: "validator", Consumes: event.KindLanded, Handle: handle, Claims: claims}}, nil
 }}
+
+// Claims refuses a landed event whose object is not the pipeline's landing key for the event's
+// date in the configured bucket: the validator loads, and deletes rejects next to, nothing else.
+func Claims(bucket string, p *config.Pipeline, in *event.Landed) error {
+	want := config.Expand(p.Landing.Key, p.Name, in.DS, in.RunID)
+	if in.Object.Bucket != bucket || in.Object.Key != want {
+		return fmt.Errorf("object s3://%.63s/%.200s is not the landing key of pipeline %s for %s (s3://%s/%s)",
+			in.Object.Bucket, in.Object.Key, p.Name, in.DS, bucket, want)
+	}
+	return nil
+}

@@ -201,9 +201,11 @@ func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.C
 // load replaces the ds slice in one transaction: delete, COPY, verify checksum, check fence. The
 // rejects file is complete before the commit, so a quarantined row is never lost.
 func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Contract, in *event.Landed, ds time.Time, body *checksum, q *quarantine) (int64, error) {
-	rd, err := contract.NewReader(body, c)
+	// The fetcher lands plain files within source.max_bytes; a gzip object that expands past
+	// it (a bomb put there some other way) is refused here too.
+	rd, err := contract.NewReader(body, c, contract.MaxBytes(p.Source.MaxBytes))
 	if err != nil {
-		return 0, q.fail(err)
+		return 0, q.fail(tooLarge(p, err))
 	}
 	rd.OnBadRow(q.add)
 	table := pgx.Identifier{p.Target.Schema, p.StagingTable}
@@ -249,7 +251,7 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		if errors.Is(err, contract.ErrContract) {
 			return 0, q.fail(err)
 		}
-		return 0, fmt.Errorf("copy into %s: %w", table.Sanitize(), err)
+		return 0, tooLarge(p, fmt.Errorf("copy into %s: %w", table.Sanitize(), err))
 	}
 	if _, err := io.Copy(io.Discard, body); err != nil {
 		return 0, fmt.Errorf("read %s: %w", s3URL(in.Object.Bucket, in.Object.Key), err)
@@ -267,6 +269,14 @@ func (v *Validator) load(ctx context.Context, p config.Pipeline, c *contract.Con
 		return 0, fmt.Errorf("commit staging slice %s: %w", in.DS, err)
 	}
 	return n, nil
+}
+
+// tooLarge marks a file past source.max_bytes as permanent: reading it again will not shrink it.
+func tooLarge(p config.Pipeline, err error) error {
+	if errors.Is(err, contract.ErrTooLarge) {
+		return flow.Permanentf("source.max_bytes of pipeline %s: %w; nothing was loaded", p.Name, err)
+	}
+	return err
 }
 
 // checksum hashes and counts the bytes read through it.

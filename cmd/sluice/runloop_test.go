@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-etl/sluice/pkg/lease"
+	"github.com/sluice-etl/sluice/pkg/natstest"
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testenv"
+)
+
+const loopConfig = `nats:
+  listen: %s
+  data_dir: nats
+postgres:
+  url: env:PG_URL
+s3:
+  endpoint: env:S3_ENDPOINT
+  bucket: %s
+  access_key: env:S3_ACCESS_KEY
+  secret_key: env:S3_SECRET_KEY
+  path_style: true
+dbt:
+  executable: %s
+  project_dir: %s
+pipelines:
+  - name: orders
+    source:
+      url: %s/data/{ds}.csv
+    sensor:
+      poke_interval: 1s
+    lease:
+      ttl: 2m
+    retries:
+      max: 0
+`
+
+// A run's end is recorded before it is announced and before `sluice run` exits: a loop of
+// failing runs of one date (each `sluice run` its own embedded broker and services, on one
+// store) leaves no run in a non-final state and no lease behind, so no run waits behind a dead
+// one. Before, `sluice run` could exit between the failed event and the run-state write and
+// lease release: the run stayed "queued" and the next one waited out the lease's TTL.
+func TestLoopOfFailingRunsLeavesNoRunOpen(t *testing.T) {
+	const runs = 50 // about 15 s: each run fails at the validator
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "order_id,customer_id,amount,updated_at\n1,10,12a,2026-11-25T10:00:00Z\n") // a contract violation
+	}))
+	defer src.Close()
+	s3cfg := testenv.S3(t)
+	t.Setenv("PG_URL", testenv.Postgres(t))
+	t.Setenv("S3_ENDPOINT", s3cfg.Endpoint.Reveal())
+	t.Setenv("S3_ACCESS_KEY", s3cfg.AccessKey.Reveal())
+	t.Setenv("S3_SECRET_KEY", s3cfg.SecretKey.Reveal())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sluice.yaml")
+	cfg := fmt.Sprintf(loopConfig, listen, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), src.URL)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < runs; i++ {
+		var out bytes.Buffer
+		started := time.Now()
+		err := run(ctx, []string{"run", "--config", path, "--pipeline", "orders", "--date", "2026-11-25", "--timeout", "2m"}, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "validator failed") {
+			t.Fatalf("run %d: err = %v, want the validator's failure\n%s", i+1, err, out.String())
+		}
+		if strings.Contains(out.String(), "queued behind") {
+			t.Fatalf("run %d waited behind an earlier run's lease (after %s):\n%s", i+1, time.Since(started).Round(time.Millisecond), out.String())
+		}
+	}
+	ns := natstest.ServerAt(t, filepath.Join(dir, "nats"), -1)
+	nc, js := natstest.Connect(t, ns)
+	defer nc.Close()
+	store, err := runstate.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := store.Runs(ctx, "orders", "2026-11-25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != runs {
+		t.Fatalf("%d run records for %d runs", len(recs), runs)
+	}
+	for _, r := range recs {
+		if r.State != runstate.Failed {
+			t.Errorf("run %s is %s (%s), want failed", r.RunID, r.State, r.Detail)
+		}
+	}
+	leases, err := lease.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, held, err := leases.Get(ctx, "orders"); err != nil || held {
+		t.Fatalf("lease still held by %+v (%v)", h, err)
+	}
+}
