@@ -108,6 +108,8 @@ pipelines:
       jitter: 0.2
       steps:
         alerter: {max: 5, delay: 500ms}
+    # A step that hangs on a silent PostgreSQL or S3 is cancelled after this and retried.
+    deadlines: {fetcher: 30s, validator: 30s, partitioner: 30s}
     sla:
       within: 10m
     dbt:
@@ -216,6 +218,7 @@ type chaosCluster struct {
 
 	source *chaosSource
 	s3     *s3Proxy
+	pgP    *tcpProxy
 	slack  *slackrecorder.Recorder
 	slackP *slackProxy
 	smtp   *smtptest.Server
@@ -246,6 +249,8 @@ func newCluster(t *testing.T) *chaosCluster {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword(u.User.Username(), chaosDBPassword)
+	c.pgP = startTCPProxy(t, u.Host) // the services reach PostgreSQL through it; the test does not
+	u.Host = c.pgP.addr
 	c.pg, c.admin = u.String(), pgURL
 
 	s3cfg := testenv.S3(t)
@@ -431,6 +436,7 @@ func (c *chaosCluster) waitCrash(svc, pipeline, ds, runID string) {
 	c.t.Helper()
 	p := c.procs[svc]
 	deadline := time.After(4 * time.Minute)
+	var endedAt time.Time // a run's end is recorded before it is announced: allow the crash a moment
 	for !p.exited() {
 		select {
 		case <-p.done:
@@ -440,7 +446,10 @@ func (c *chaosCluster) waitCrash(svc, pipeline, ds, runID string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			rec, err := c.runs.Get(ctx, pipeline, ds, runID)
 			cancel()
-			if err == nil && rec.State.Final() && !p.exited() && svc != "alerter" {
+			if err == nil && rec.State.Final() && endedAt.IsZero() {
+				endedAt = time.Now()
+			}
+			if !endedAt.IsZero() && time.Since(endedAt) > 5*time.Second && !p.exited() && svc != "alerter" {
 				c.t.Fatalf("run %s ended %s but %s never reached its crash point: does the router call crash.Point?", runID, rec.State, svc)
 			}
 		}
@@ -692,7 +701,11 @@ type s3Proxy struct {
 	mu        sync.Mutex
 	fail503   int  // raw-file PUTs still to refuse
 	failAll   bool // refuse every raw-file PUT
+	failGets  int  // raw-file GETs still to refuse
+	failHeads int  // raw-file HEADs still to refuse
 	refused   int
+	silent    chan struct{} // non-nil: raw-file requests get no answer until it is closed
+	held      int           // requests silence held
 	pauseGets chan struct{} // non-nil: raw-file GETs stop after half the body until closed
 	paused    chan struct{} // closed when the first GET reached the pause
 	once      *sync.Once
@@ -735,6 +748,40 @@ func startS3Proxy(t *testing.T, endpoint string) *s3Proxy {
 		return nil
 	}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/raw/") {
+			p.mu.Lock()
+			silent := p.silent
+			if silent != nil {
+				p.held++
+			}
+			refuse := false
+			switch {
+			case r.Method == http.MethodGet && p.failGets > 0:
+				p.failGets--
+				p.refused++
+				refuse = true
+			case r.Method == http.MethodHead && p.failHeads > 0:
+				p.failHeads--
+				p.refused++
+				refuse = true
+			}
+			p.mu.Unlock()
+			if silent != nil {
+				// Accepted, never answered: the client's own deadline must end the wait.
+				select {
+				case <-silent:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			if refuse {
+				w.WriteHeader(http.StatusServiceUnavailable) // a HEAD answer has no body
+				if r.Method != http.MethodHead {
+					_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>chaos: S3 unavailable</Message></Error>`)
+				}
+				return
+			}
+		}
 		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/raw/") {
 			p.mu.Lock()
 			refuse := p.failAll || p.fail503 > 0
@@ -760,6 +807,98 @@ func startS3Proxy(t *testing.T, endpoint string) *s3Proxy {
 }
 
 func (p *s3Proxy) URL() string { return p.srv.URL }
+
+// silence makes raw-file requests get no answer until the returned speak is called.
+func (p *s3Proxy) silence() (speak func()) {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.silent, p.held = ch, 0
+	p.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			p.silent = nil
+			p.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// tcpProxy forwards TCP connections (the services' to PostgreSQL) and can go silent: it keeps
+// accepting connections and stops forwarding bytes, as a server that hangs does.
+type tcpProxy struct {
+	addr   string
+	mu     sync.Mutex
+	cond   *sync.Cond
+	frozen bool
+}
+
+func startTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{addr: ln.Addr().String()}
+	p.cond = sync.NewCond(&p.mu)
+	var conns []net.Conn
+	var connsMu sync.Mutex
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, in, out)
+			connsMu.Unlock()
+			go p.pump(out, in)
+			go p.pump(in, out)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.thaw()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+	})
+	return p
+}
+
+// pump copies from src to dst, holding every chunk while the proxy is frozen.
+func (p *tcpProxy) pump(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		for p.frozen {
+			p.cond.Wait()
+		}
+		p.mu.Unlock()
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *tcpProxy) freeze() { p.mu.Lock(); p.frozen = true; p.mu.Unlock() }
+func (p *tcpProxy) thaw()   { p.mu.Lock(); p.frozen = false; p.cond.Broadcast(); p.mu.Unlock() }
 
 // pausingBody passes left bytes, then waits for pause to close.
 type pausingBody struct {

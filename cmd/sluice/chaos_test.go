@@ -265,6 +265,9 @@ func chaosCases() []chaosCase {
 			s.waitCrash("validator", "orders", ds, runID)
 			return s.failsOnce(t, "SIGKILL validator after-publish (failed published, before the term)", ds, runID, "validator")
 		}},
+		crashCase("fetcher", crash.MidUpload, "part of the source's body read into the upload, nothing stored yet", false),
+		crashCase("validator", crash.MidCopy, "rows sent into the staging COPY, not ended or committed", false),
+		chaosCase{name: "SIGKILL alerter after-send", run: alerterAfterSend},
 		chaosCase{name: "NATS restart", run: natsRestart},
 		chaosCase{name: "PostgreSQL backend terminated during COPY", run: pgDuringCopy},
 		chaosCase{name: "PostgreSQL backend terminated during the dbt upsert", run: pgDuringUpsert},
@@ -291,6 +294,14 @@ func chaosCases() []chaosCase {
 			defer func() { s.s3.mu.Lock(); s.s3.failAll = false; s.s3.mu.Unlock() }()
 			return s.failsOnce(t, "S3 answers 503 to every upload", ds, s.request("orders", ds), "fetcher")
 		}},
+		chaosCase{name: "S3 503 to reads", run: func(t *testing.T, s *chaosSuite) chaosResult {
+			return s.s3Faults(t, "S3 answers 503 to the first two reads of the raw file (validator's GET)", func(p *s3Proxy) { p.failGets = 2 }, 2)
+		}},
+		chaosCase{name: "S3 503 to HEAD", run: func(t *testing.T, s *chaosSuite) chaosResult {
+			return s.s3Faults(t, "S3 answers 503 to the fetcher's HEAD of the landed object", func(p *s3Proxy) { p.failHeads = 1 }, 1)
+		}},
+		chaosCase{name: "S3 silent", run: silentS3},
+		chaosCase{name: "PostgreSQL silent", run: silentPostgres},
 		chaosCase{name: "Slack 429", fast: true, run: slackRateLimited},
 		chaosCase{name: "Slack down", run: slackDown},
 		chaosCase{name: "SLA missed", fast: true, run: slaMissed},
@@ -382,6 +393,121 @@ func TestChaos(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// alerterAfterSend kills the alerter after the email of a failure went out and before its KV
+// record (Slack, first, is recorded). The redelivered event finds Slack recorded and sends the
+// email again: the one window the alerter leaves. The copy carries the same Message-ID, which
+// mail systems show once, so the reader sees one Slack message and one email.
+func alerterAfterSend(t *testing.T, s *chaosSuite) chaosResult {
+	ds := s.nextDS()
+	s.source.set(s.source.broken, ds, true)
+	s.armCrash("alerter", crash.AfterSend+":2") // the second send: the email, after Slack
+	runID := s.request("orders", ds)
+	s.waitCrash("alerter", "orders", ds, runID)
+	fault := "SIGKILL alerter after-send (the email accepted by SMTP, before its KV record)"
+	res := chaosResult{fault: fault, runs: 1}
+	rec := s.waitRun("orders", ds, runID, 3*time.Minute)
+	s.poll("the email after the restart", 2*time.Minute, func() bool { _, m := s.alertsFor(runID); return m >= 2 })
+	s.quiesce(t)
+	n, m := s.alertsFor(runID)
+	ids := map[string]bool{}
+	for _, msg := range s.smtp.Messages() {
+		if strings.Contains(string(msg.Data), runID) {
+			ids[messageID(msg.Data)] = true
+		}
+	}
+	res.alerts = fmt.Sprintf("%d Slack + %d email deliveries, %d distinct Message-ID (1 + 1 due)", n, m, len(ids))
+	ev := s.events("orders", ds, runID)
+	res.duplicates = eventDuplicates(ev) + max(n-1, 0) + max(len(ids)-1, 0)
+	if rec.State != runstate.Failed || ev[event.KindFailed] != 1 || n != 1 || len(ids) != 1 || m > 2 {
+		t.Errorf("run %s: state %s, %d failed event(s), %d Slack, %d email(s) with %d Message-ID(s); want failed, 1, 1, at most 2 with 1",
+			runID, rec.State, ev[event.KindFailed], n, m, len(ids))
+		res.failed = true
+	} else {
+		res.correct = 1
+	}
+	return res
+}
+
+// messageID is an email's Message-ID header.
+func messageID(data []byte) string {
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Message-ID:"); ok {
+			return strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Message-Id:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// s3Faults makes the S3 proxy refuse some raw-file requests (set, under its lock) and checks
+// that the run completes anyway and that the proxy refused want of them.
+func (s *chaosSuite) s3Faults(t *testing.T, fault string, set func(*s3Proxy), want int) chaosResult {
+	ds := s.nextDS()
+	s.s3.mu.Lock()
+	s.s3.refused = 0
+	set(s.s3)
+	s.s3.mu.Unlock()
+	res := s.completes(t, fault, ds, s.request("orders", ds), sourceOpts)
+	s.s3.mu.Lock()
+	refused := s.s3.refused
+	s.s3.failGets, s.s3.failHeads = 0, 0
+	s.s3.mu.Unlock()
+	if refused != want {
+		t.Errorf("the proxy refused %d requests, want %d", refused, want)
+		res.failed, res.correct = true, 0
+	}
+	return res
+}
+
+// retried waits until the run's record shows a step cancelled at its deadline.
+func (s *chaosSuite) retried(runID, ds, step string) {
+	s.poll(step+" cancelled at its deadline", 3*time.Minute, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := s.runs.Get(ctx, "orders", ds, runID)
+		return err == nil && r.Step == step && strings.Contains(r.Error, "and was cancelled")
+	})
+}
+
+// silentS3 makes S3 accept the fetcher's requests for the raw file and never answer: the
+// fetcher's step deadline (30s) cancels the upload, and the retry, with S3 answering again,
+// completes the run.
+func silentS3(t *testing.T, s *chaosSuite) chaosResult {
+	ds := s.nextDS()
+	speak := s.s3.silence()
+	defer speak()
+	runID := s.request("orders", ds)
+	s.retried(runID, ds, "fetcher")
+	speak()
+	return s.completes(t, "S3 accepts connections and never answers (the fetcher's deadline cancels it; retried)", ds, runID, sourceOpts)
+}
+
+// silentPostgres makes PostgreSQL accept connections and never answer once the file has
+// landed: the validator's statements hang until its step deadline (30s) cancels them, and the
+// retry, with PostgreSQL answering again, completes the run.
+func silentPostgres(t *testing.T, s *chaosSuite) chaosResult {
+	ds := s.nextDS()
+	s.s3.mu.Lock()
+	s.s3.pauseGets = nil
+	s.s3.mu.Unlock()
+	paused, release := s.s3.holdDownloads() // hold the validator until PostgreSQL is silent
+	defer release()
+	runID := s.request("orders", ds)
+	select {
+	case <-paused:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the validator never downloaded the raw file")
+	}
+	s.pgP.freeze()
+	defer s.pgP.thaw()
+	release()
+	s.retried(runID, ds, "validator")
+	s.pgP.thaw()
+	return s.completes(t, "PostgreSQL accepts connections and never answers (the validator's deadline cancels it; retried)", ds, runID, sourceOpts)
 }
 
 func natsRestart(t *testing.T, s *chaosSuite) chaosResult {
@@ -639,19 +765,49 @@ const reliabilityNotes = `## How it holds
   (sensor, fetcher, validator, partitioner, dbtrunner, alerter). The router classifies once: a
   ` + "`flow.Permanent`" + ` error (contract violation, a 4xx from the source other than "not yet", bad config)
   fails the run at once; a lost lease or fenced write fails it as ` + "`fenced`" + `; anything else is
-  transient and retried. When the retries are spent the run is marked failed, ` + "`failed`" + ` is published
-  once (its message id is ` + "`<run id>.failed`" + `) and the lease released after it. A message whose
+  transient and retried. When the retries are spent the run is marked failed (the record keeps
+  the ` + "`failed`" + ` event), its lease released, and only then is ` + "`failed`" + ` published, once (its message
+  id is ` + "`<run id>.failed`" + `); ` + "`completed`" + ` likewise. Whoever hears of a run's end (` + "`sluice run`" + `, which
+  then exits, a trigger of the same date) finds it recorded and the pipeline free; a step that
+  died between the record and the publish publishes the recorded event when its message comes
+  back. A run that took the lease and lost it without an end is shown as ` + "`lost`" + ` and its date can
+  be requested again. A message whose
   handler never returns (its process dies or hangs every time) is given up by the broker after
   100 deliveries (the sensor's waits excepted); its max-deliveries advisory ends the run the same
   way. A long step (dbt) sends in-progress acks, so it is not redelivered while it runs.
+- **Every wait ends.** Connecting to PostgreSQL and S3 at start is bounded by ` + "`connect_timeout`" + `
+  (30s), NATS by its client's connect timeout: a dependency that accepts connections and never
+  answers fails the start naming it. One delivery of a step is bounded by
+  ` + "`pipelines[].deadlines.<step>`" + ` (default 10 × ` + "`lease.ttl`" + `, 30 × for the fetcher and the dbt-runner):
+  past it the step is cancelled and retried as transient (class ` + "`timeout`" + ` once the retries are
+  spent), so a hung statement or request cannot hold the pipeline.
+- **Acknowledged means on disk.** The embedded server runs with ` + "`sync_interval: always`" + ` (every
+  write is fsynced before it is acknowledged; the default syncs every two minutes, and Jepsen's
+  2025 analysis of NATS 2.12.1 lost acknowledged writes to it) and locks its store directory,
+  so a second ` + "`sluice up`" + ` on the same ` + "`nats.data_dir`" + ` refuses to start. On an external server set
+  ` + "`jetstream { sync_interval: always }`" + ` in its config yourself, and on a cluster
+  ` + "`nats.replicas: 3`" + `: the events stream, the log stream and every KV bucket are then provisioned
+  with three replicas, so an acknowledged write is on a quorum's disks.
+- **Fencing survives a lost store.** The fencing token is the lease's KV revision above the
+  lease bucket's creation time (seconds since 2024, 31 bits of revision below). Revisions restart
+  at 1 when the broker's store is lost and the buckets are recreated, but the new bucket is
+  younger, so its tokens are still greater than every token ` + "`sluice_fences`" + ` recorded before the
+  loss, and the next run is not refused as fenced. It relies on the clock moving forward between
+  the loss and the recreation.
 - **Exactly-once effects.** Delivery is at least once; every step is idempotent and keyed by run:
   the sensor re-confirms its own lease, the fetcher rewrites the same key, the validator replaces
   the ds slice in one transaction (delete + COPY), the partitioner creates if not exists, dbt
   deletes and inserts only strictly newer versions in one transaction, and the alerter records
   each (run, kind, channel) in KV. Republished events are dropped by the stream's duplicate window.
   Crash points ` + "`after-handle`" + ` (side effect done, next event not published) and ` + "`after-publish`" + `
-  (published, not acked) exist only in ` + "`-tags chaos`" + ` builds: ` + "`SLUICE_CRASH=<service>:<point>[:<nth>]`" + `
-  makes that service SIGKILL itself there.
+  (published, not acked), and inside steps ` + "`mid-upload`" + ` (fetcher), ` + "`mid-copy`" + ` (validator) and
+  ` + "`after-send`" + ` (alerter, a channel accepted the alert, not yet recorded) exist only in
+  ` + "`-tags chaos`" + ` builds: ` + "`SLUICE_CRASH=<service>:<point>[:<nth>]`" + ` makes that service SIGKILL itself there.
+- **Events are claims.** Before a step does or records anything for an event, the router checks
+  it against the config: the pipeline is configured, the subject is the event's own, an event
+  handled under the lease carries a fencing token (no fence, no write), and the step's own claims
+  hold (the fetcher's URL is the configured source's, the validator's object is the landing key).
+  A refused event is terminated with one log line and counted; see docs/security.md.
 - **Alerts.** One per (run, kind): failed, sla_missed, and the optional success/recovery notices
   (` + "`pipelines[].notices: {success: true, recovery: true}`" + `), deduplicated in the ` + "`sluice_alerts`" + ` bucket
   across replicas and restarts. A Slack 429 parks the message for Retry-After without spending a

@@ -56,23 +56,7 @@ func TestLoopOfFailingRunsLeavesNoRunOpen(t *testing.T) {
 		fmt.Fprint(w, "order_id,customer_id,amount,updated_at\n1,10,12a,2026-11-25T10:00:00Z\n") // a contract violation
 	}))
 	defer src.Close()
-	s3cfg := testenv.S3(t)
-	t.Setenv("PG_URL", testenv.Postgres(t))
-	t.Setenv("S3_ENDPOINT", s3cfg.Endpoint.Reveal())
-	t.Setenv("S3_ACCESS_KEY", s3cfg.AccessKey.Reveal())
-	t.Setenv("S3_SECRET_KEY", s3cfg.SecretKey.Reveal())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := ln.Addr().String()
-	ln.Close()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "sluice.yaml")
-	cfg := fmt.Sprintf(loopConfig, listen, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), src.URL)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path, dir := loopSetup(t, src.URL)
 	ctx := context.Background()
 	for i := 0; i < runs; i++ {
 		var out bytes.Buffer
@@ -111,4 +95,53 @@ func TestLoopOfFailingRunsLeavesNoRunOpen(t *testing.T) {
 	if h, held, err := leases.Get(ctx, "orders"); err != nil || held {
 		t.Fatalf("lease still held by %+v (%v)", h, err)
 	}
+}
+
+// Fencing survives a lost broker store: tokens are KV revisions above the lease bucket's
+// creation time, so after the NATS data directory is wiped (every revision restarts at 1) the
+// next run's token is still greater than those PostgreSQL recorded, and the run completes
+// instead of being refused as fenced.
+func TestRunCompletesAfterTheBrokerStoreIsLost(t *testing.T) {
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "order_id,customer_id,amount,updated_at\n1,10,5.00,2026-11-25T10:00:00Z\n2,11,7.50,2026-11-25T11:00:00Z\n")
+	}))
+	defer src.Close()
+	path, dir := loopSetup(t, src.URL)
+	ctx := context.Background()
+	for i, ds := range []string{"2026-11-24", "2026-11-25"} {
+		if i == 1 {
+			time.Sleep(1100 * time.Millisecond) // the recreated bucket is created in a later second
+			if err := os.RemoveAll(filepath.Join(dir, "nats")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out bytes.Buffer
+		if err := run(ctx, []string{"run", "--config", path, "--pipeline", "orders", "--date", ds, "--timeout", "3m"}, &out, &out); err != nil {
+			t.Fatalf("run %d (%s): %v\n%s", i+1, ds, err, out.String())
+		}
+	}
+}
+
+// loopSetup writes a config for `sluice run` with its own embedded broker (store in dir/nats)
+// against the test's PostgreSQL, S3 and dbt, reading source.
+func loopSetup(t *testing.T, source string) (path, dir string) {
+	t.Helper()
+	s3cfg := testenv.S3(t)
+	t.Setenv("PG_URL", testenv.Postgres(t))
+	t.Setenv("S3_ENDPOINT", s3cfg.Endpoint.Reveal())
+	t.Setenv("S3_ACCESS_KEY", s3cfg.AccessKey.Reveal())
+	t.Setenv("S3_SECRET_KEY", s3cfg.SecretKey.Reveal())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "sluice.yaml")
+	cfg := fmt.Sprintf(loopConfig, listen, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), source)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, dir
 }

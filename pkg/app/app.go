@@ -167,7 +167,7 @@ func NATSAuth(cfg *config.Config) bus.Auth {
 
 // BusOptions are the broker options from config.
 func BusOptions(cfg *config.Config) bus.Options {
-	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix,
+	return bus.Options{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
 		Logs: logstream.Limits{MaxAge: cfg.Console.Logs.MaxAge, MaxBytes: cfg.Console.Logs.MaxBytes}}
 }
 
@@ -254,7 +254,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	if identity == "" {
 		identity = cfg.NATS.User.Reveal()
 	}
-	co := bus.ConnectOptions{Name: name, Who: who, Auth: NATSAuth(cfg)}
+	co := bus.ConnectOptions{Name: name, Who: who, Auth: NATSAuth(cfg), Timeout: cfg.ConnectTimeout}
 	if identity != "" {
 		co.Inbox = "_INBOX_" + identity
 	}

@@ -44,7 +44,7 @@ func silent(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// A PostgreSQL or S3 that accepts connections and never answers fails the start within
+// A NATS server, PostgreSQL or S3 that accepts connections and never answers fails the start within
 // connect_timeout, with one line naming the dependency, instead of hanging it forever.
 func TestSilentDependencyFailsStartWithinTheDeadline(t *testing.T) {
 	ns := natstest.Server(t)
@@ -54,6 +54,7 @@ func TestSilentDependencyFailsStartWithinTheDeadline(t *testing.T) {
 		open func(context.Context, *app.Deps) error
 		want string
 	}{
+		{"nats", nil, "connect to nats nats://" + addr},
 		{"postgres", func(ctx context.Context, d *app.Deps) error { _, err := d.Postgres(ctx); return err },
 			"postgres (env:PG_URL): no answer within 2s (connect_timeout)"},
 		{"s3", func(ctx context.Context, d *app.Deps) error { _, err := d.S3(ctx); return err },
@@ -65,6 +66,10 @@ func TestSilentDependencyFailsStartWithinTheDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 		vars := map[string]string{"NATS_URL": ns.ClientURL(), "PG_URL": "postgres://u:pw@" + addr + "/db?sslmode=disable", "K": "key"}
+		if c.open == nil { // the broker itself is silent
+			vars["NATS_URL"] = "nats://" + addr
+			c.open = func(context.Context, *app.Deps) error { return nil }
+		}
 		cfg, err := config.Load(path, func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 		if err != nil {
 			t.Fatal(err)

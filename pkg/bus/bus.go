@@ -36,6 +36,9 @@ type Options struct {
 	Dedup time.Duration
 	// Logs bounds the log stream (logstream.StreamName(Stream)) that runs' log records go to.
 	Logs logstream.Limits
+	// Replicas is how many servers store each stream and KV bucket (nats.replicas; 0 is 1).
+	// With R3 on a three-node cluster an acknowledged write is on two servers' disks.
+	Replicas int
 }
 
 // Webhook buckets of the sensor (push mode).
@@ -91,14 +94,18 @@ func StreamConfig(o Options) jetstream.StreamConfig {
 // consumers: `sluice provision` runs it with the admin user, and the CLI's embedded server at
 // its start; services only bind (BindConsumer, js.KeyValue).
 func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
-	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(o)); err != nil {
+	events := StreamConfig(o)
+	events.Replicas = max(o.Replicas, 1)
+	if _, err := js.CreateOrUpdateStream(ctx, events); err != nil {
 		return fmt.Errorf("provision stream %s: %w", o.Stream, err)
 	}
 	logs := logstream.StreamConfig(o.Stream, o.SubjectPrefix, o.Logs)
+	logs.Replicas = max(o.Replicas, 1)
 	if _, err := js.CreateOrUpdateStream(ctx, logs); err != nil {
 		return fmt.Errorf("provision stream %s: %w", logs.Name, err)
 	}
 	for _, b := range Buckets() {
+		b.Replicas = max(o.Replicas, 1)
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("provision kv %s: %w", b.Bucket, err)
 		}

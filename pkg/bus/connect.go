@@ -38,6 +38,9 @@ type ConnectOptions struct {
 	// it to subscribe to its own inbox only (_INBOX_<service>.>). Empty keeps _INBOX.
 	Inbox string
 	Auth  Auth
+	// Timeout bounds the connection handshake (connect_timeout): a server that accepts the
+	// connection and never answers fails it. 0 keeps the client's default (2s).
+	Timeout time.Duration
 }
 
 // Conn is a connection to NATS and its JetStream context. Refused delivers the server's
@@ -145,6 +148,9 @@ func Connect(rawURL string, o ConnectOptions, log *slog.Logger) (*Conn, error) {
 	)
 	if o.Inbox != "" {
 		opts = append(opts, nats.CustomInboxPrefix(o.Inbox))
+	}
+	if o.Timeout > 0 {
+		opts = append(opts, nats.Timeout(o.Timeout))
 	}
 	nc, err := nats.Connect(rawURL, opts...)
 	if err != nil {

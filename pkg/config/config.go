@@ -58,6 +58,9 @@ type NATS struct {
 	Creds    secret.Value `yaml:"creds"`
 	NKey     secret.Value `yaml:"nkey"`
 	TLS      *NATSTLS     `yaml:"tls"`
+	// Replicas is how many servers of a cluster store the events stream, the log stream and
+	// every KV bucket (1, or 3 on a three-node cluster; docs/reliability.md). Default 1.
+	Replicas int `yaml:"replicas"`
 }
 
 // NATSTLS configures TLS to NATS (tls:// URLs, or any URL of a server that requires TLS): the
@@ -606,6 +609,9 @@ func (c *Config) applyDefaults() {
 	if c.NATS.DataDir == "" {
 		c.NATS.DataDir = ".sluice/nats"
 	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
 	if c.NATS.SubjectPrefix == "" {
 		c.NATS.SubjectPrefix = "etl"
 	}
@@ -866,6 +872,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Console.Logs.MaxBytes < 1<<20 {
 		return fieldErr("console.logs.max_bytes", "%d is less than 1 MiB", c.Console.Logs.MaxBytes)
+	}
+	if r := c.NATS.Replicas; r < 1 || r > 5 {
+		return fieldErr("nats.replicas", "%d must be between 1 and 5 (3 on a three-node cluster)", r)
 	}
 	if c.ConnectTimeout < time.Second {
 		return fieldErr("connect_timeout", "%v is shorter than one second", c.ConnectTimeout)

@@ -23,6 +23,18 @@ const (
 	AfterPublish = "after-publish"
 )
 
+// Crash points inside steps.
+const (
+	// MidUpload is the fetcher streaming the source's body into its upload: part of it read,
+	// the object not yet stored.
+	MidUpload = "mid-upload"
+	// MidCopy is the validator's COPY into staging with rows already sent, not yet ended or
+	// committed.
+	MidCopy = "mid-copy"
+	// AfterSend is the alerter after a channel accepted an alert, before the KV record of it.
+	AfterSend = "after-send"
+)
+
 // Spec says where a chaos build crashes.
 type Spec struct {
 	Service string

@@ -1,7 +1,8 @@
 // Package lease enforces one active run per pipeline with a JetStream KV entry that carries a
 // per-key TTL: renewed while the run makes progress, deleted when it ends, and expired by the
 // broker when its holder dies. The fencing token is the KV revision at which the current holder
-// first wrote the lease; revisions only grow, so a newer holder always has a greater token.
+// first wrote the lease, above the bucket's creation time (Token): revisions only grow, and a
+// bucket recreated after a lost store is newer, so a newer holder always has a greater token.
 package lease
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +51,34 @@ type Leases struct {
 	kv     jetstream.KeyValue
 	stream jetstream.Stream // the bucket's stream, for the queue (queue.go)
 	now    func() time.Time
+	// created is when the bucket (its store) was created, in Unix seconds: the tokens' epoch.
+	created atomic.Int64
+}
+
+// Token is the fencing token of a lease written at KV revision rev of a bucket created at
+// created: the bucket's creation time above the revision. Revisions only grow within one store,
+// but restart at 1 when the broker's store is lost and the bucket recreated; the new bucket is
+// created later, so its tokens are still greater than every token of the old one, and a run
+// after a store loss is not refused as fenced by the tokens PostgreSQL recorded before it
+// (docs/reliability.md). 31 bits of revision (two billion lease writes per store) under 32
+// bits of seconds since 2024 fit PostgreSQL's bigint.
+func Token(created time.Time, rev uint64) uint64 {
+	epoch := max(created.Unix()-tokenEpoch, 1)
+	return uint64(epoch)<<revisionBits | rev&(1<<revisionBits-1)
+}
+
+const revisionBits = 31
+
+var tokenEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+func (l *Leases) token(rev uint64) uint64 { return Token(time.Unix(l.created.Load(), 0), rev) }
+
+// refreshEpoch rereads when the bucket was created: a store lost and recreated while this
+// process ran has a new bucket, whose tokens must start above the old ones.
+func (l *Leases) refreshEpoch(ctx context.Context) {
+	if info, err := l.stream.Info(ctx); err == nil {
+		l.created.Store(info.Created.Unix())
+	}
 }
 
 // New binds to the lease bucket (provisioned by bus.Provision).
@@ -61,7 +91,9 @@ func New(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket stream: %w", err)
 	}
-	return &Leases{js: js, kv: kv, stream: stream, now: time.Now}, nil
+	l := &Leases{js: js, kv: kv, stream: stream, now: time.Now}
+	l.created.Store(stream.CachedInfo().Created.Unix())
+	return l, nil
 }
 
 // Acquire takes the pipeline's lease for runID, or confirms and renews it if runID already holds
@@ -73,6 +105,7 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 		case bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted):
 			now := l.now().UTC()
 			h := Holder{RunID: runID, DS: ds, AcquiredAt: now, RenewedAt: now, Pokes: 1}
+			l.refreshEpoch(ctx)
 			rev, err := l.kv.Create(ctx, pipeline, mustJSON(h), jetstream.KeyTTL(ttl))
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				continue // lost a race; look again
@@ -81,7 +114,7 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 				return Holder{}, fmt.Errorf("acquire lease %s: %w", pipeline, err)
 			}
 			// Record the token in the value so every later read of the lease agrees on it.
-			h.Fence = rev
+			h.Fence = l.token(rev)
 			if _, err := l.write(ctx, pipeline, h, rev, ttl); err != nil {
 				return Holder{}, fmt.Errorf("acquire lease %s: %w", pipeline, err)
 			}
@@ -97,7 +130,7 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 			return Holder{}, &HeldError{Holder: h}
 		}
 		if h.Fence == 0 {
-			h.Fence = e.Revision()
+			h.Fence = l.token(e.Revision())
 		}
 		h.RenewedAt = l.now().UTC()
 		h.Pokes++
@@ -181,7 +214,7 @@ func (l *Leases) Lookup(ctx context.Context, pipeline string) (Holder, uint64, b
 		return Holder{}, 0, false, err
 	}
 	if h.Fence == 0 {
-		h.Fence = e.Revision() // read between Acquire's two writes; Acquire settles on this token
+		h.Fence = l.token(e.Revision()) // read between Acquire's two writes; Acquire settles on this token
 	}
 	return h, e.Revision(), true, nil
 }

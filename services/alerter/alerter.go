@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/runstate"
@@ -293,6 +294,7 @@ func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel string,
 	}
 	a.count(al.Pipeline, channel, "sent")
 	log.InfoContext(ctx, "alert sent", "channel", channel, "step", al.Step, "alert", string(al.Kind))
+	crash.Point("alerter", crash.AfterSend)
 	sentAt := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	if _, err := a.kv.Create(ctx, key, sentAt); err != nil {
 		// The alert is out; failing now would only make a retry send it again. Another replica

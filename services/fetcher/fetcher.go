@@ -31,6 +31,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/source"
@@ -438,6 +439,9 @@ type hashingReader struct {
 }
 
 func (r *hashingReader) Read(p []byte) (int, error) {
+	if r.n > 0 {
+		crash.Point("fetcher", crash.MidUpload)
+	}
 	n, err := r.r.Read(p)
 	r.h.Write(p[:n])
 	r.n += int64(n)

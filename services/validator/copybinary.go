@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sluice-etl/sluice/pkg/contract"
+	"github.com/sluice-etl/sluice/pkg/crash"
 )
 
 // binaryCopy is the staging rows as PostgreSQL's binary COPY stream (COPY ... FROM STDIN
@@ -66,6 +67,9 @@ func copyBinary(ctx context.Context, conn *pgx.Conn, table pgx.Identifier, colum
 var copyHeader = []byte("PGCOPY\n\xff\r\n\x00" + "\x00\x00\x00\x00" + "\x00\x00\x00\x00")
 
 func (b *binaryCopy) Read(p []byte) (int, error) {
+	if b.begun {
+		crash.Point("validator", crash.MidCopy) // rows sent, the COPY not ended
+	}
 	if b.off == len(b.buf) {
 		if b.err != nil {
 			return 0, b.err
