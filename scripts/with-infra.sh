@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
 export SLUICE_S3_ACCESS_KEY=${SLUICE_S3_ACCESS_KEY:-sluice-local}
 export SLUICE_S3_SECRET_KEY=${SLUICE_S3_SECRET_KEY:-sluice-local-secret}
-# The PostgreSQL cluster is removed, not only stopped: as root it lives outside DIR (pg.sh), and
+# The PostgreSQL cluster is removed, not only stopped (it lives in DIR/pg, pg.sh), and
 # a test run leaves nothing behind in the temporary directory.
 stop() { "$root/scripts/s3.sh" stop "$dir/s3" || true; "$root/scripts/pg.sh" remove "$dir/pg" || true; }
 trap stop EXIT
