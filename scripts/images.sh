@@ -22,7 +22,7 @@ mkdir -p "$bin" "$standin/empty" "$cache"
 export DOCKER_BUILDKIT=0 # the classic builder: no buildx here, and it needs no image registry
 NATS_VERSION=$(cd pkg && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
 VERSITYGW_VERSION=$(cd tools/versitygw && go list -m -f "{{.Version}}" github.com/versity/versitygw)
-SERVICES=(sensor fetcher validator partitioner dbtrunner alerter)
+SERVICES=(sensor fetcher validator partitioner dbtrunner alerter console)
 log() { printf '%s images: %s\n' "$(date +%T)" "$*" >&2; }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }

@@ -44,7 +44,7 @@ const (
 )
 
 // goServiceImages must each stay under 40 MB, run as non-root and have no shell.
-var goServiceImages = []string{"sensor", "fetcher", "validator", "partitioner", "alerter"}
+var goServiceImages = []string{"sensor", "fetcher", "validator", "partitioner", "alerter", "console"}
 
 type composeStack struct {
 	t       *testing.T
@@ -125,10 +125,11 @@ func TestCompose(t *testing.T) {
 		"SLUICE_S3_ACCESS_KEY":           "sluice",
 		"SLUICE_S3_SECRET_KEY":           secretHex(t),
 		"SLUICE_GRAFANA_ADMIN_PASSWORD":  secretHex(t),
+		"SLUICE_CONSOLE_PASSWORD":        secretHex(t),
 		"SLUICE_SAMPLE_ROWS":             strconv.Itoa(composeRows),
 		// Empty host ports: Docker picks free ones on 127.0.0.1 (another stack may hold 4222).
 		"SLUICE_NATS_PORT": "", "SLUICE_PG_PORT": "", "SLUICE_S3_PORT": "", "SLUICE_PROMETHEUS_PORT": "",
-		"SLUICE_JAEGER_PORT": "", "SLUICE_GRAFANA_PORT": "",
+		"SLUICE_JAEGER_PORT": "", "SLUICE_GRAFANA_PORT": "", "SLUICE_CONSOLE_PORT": "",
 	}}
 	for _, u := range []string{"ADMIN", "SENSOR", "FETCHER", "VALIDATOR", "PARTITIONER", "DBTRUNNER", "ALERTER", "CONSOLE"} {
 		s.env["SLUICE_NATS_"+u+"_PASSWORD"] = secretHex(t)
@@ -206,13 +207,25 @@ func TestCompose(t *testing.T) {
 	nc.Close()
 	js, nc = s.natsAdmin(t)
 	defer nc.Close()
-	composeWait(t, 3*time.Minute, "2026-11-26 landed", func() (int, bool) {
-		n := subjectCount(ctx, t, js, "etl.orders.landed.2026-11-26")
-		return n, n > 0
-	})
-	validated := subjectCount(ctx, t, js, "etl.orders.validated.2026-11-26")
-	s.must("kill", "-s", "SIGKILL", "validator")
-	t.Logf("validators SIGKILLed with 2026-11-26 landed and %d validated event(s) for it", validated)
+	// Kill every validator while one holds a landed date it has not validated yet (its message
+	// delivered, unacked): the broker redelivers it after the ack wait to a new replica, under the
+	// same lease. 2026-11-27 is the second chance if 2026-11-26 was validated between two polls.
+	killed := ""
+	for _, ds := range []string{"2026-11-26", "2026-11-27"} {
+		composeWait(t, 3*time.Minute, ds+" landed", func() (int, bool) {
+			n := subjectCount(ctx, t, js, "etl.orders.landed."+ds)
+			return n, n > 0
+		})
+		if subjectCount(ctx, t, js, "etl.orders.validated."+ds) == 0 {
+			s.must("kill", "-s", "SIGKILL", "validator")
+			killed = ds
+			break
+		}
+	}
+	if killed == "" {
+		t.Fatal("both dates were validated before the validators could be killed: no SIGKILL mid-step")
+	}
+	t.Logf("validators SIGKILLed with %s landed and not yet validated", killed)
 	s.must("up", "-d", "--no-build", "--wait", "--wait-timeout", "300", "--scale", "validator=3")
 	for _, ds := range []string{"2026-11-25", "2026-11-26", "2026-11-27"} {
 		s.expectCompleted(ctx, t, js, ds)
@@ -311,7 +324,7 @@ func checkImages(t *testing.T) {
 		Size   int64
 		Config struct{ User string }
 	}
-	names := []string{"sluice/sluice", "sluice/sensor", "sluice/fetcher", "sluice/validator", "sluice/partitioner", "sluice/dbtrunner", "sluice/alerter",
+	names := []string{"sluice/sluice", "sluice/sensor", "sluice/fetcher", "sluice/validator", "sluice/partitioner", "sluice/dbtrunner", "sluice/alerter", "sluice/console",
 		"sluice-local/nats:v2.15.2", "sluice-local/versitygw:v1.8.0", "sluice-local/postgres:15-bookworm", "sluice-local/prometheus:bookworm"}
 	var table strings.Builder
 	fmt.Fprintf(&table, "%-36s %10s  %s\n", "image", "size (MB)", "user")
@@ -369,7 +382,8 @@ func contains(list []string, s string) bool {
 func (s *composeStack) natsAdmin(t *testing.T) (jetstream.JetStream, *nats.Conn) {
 	t.Helper()
 	url := "nats://" + s.port("nats", 4222)
-	nc, err := nats.Connect(url, nats.Name("compose-test"), nats.MaxReconnects(-1),
+	// RetryOnFailedConnect: right after `docker compose restart nats` the server may not answer yet.
+	nc, err := nats.Connect(url, nats.Name("compose-test"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.UserInfo("admin", s.env["SLUICE_NATS_ADMIN_PASSWORD"]))
 	if err != nil {
 		t.Fatalf("nats %s: %v", url, err)
@@ -471,7 +485,7 @@ func composeWait(t *testing.T, d time.Duration, what string, f func() (int, bool
 		if time.Now().After(deadline) {
 			t.Fatalf("waited %s for %s (last value %d)", d, what, n)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
