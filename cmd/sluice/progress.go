@@ -33,7 +33,7 @@ func (d *dateRun) mark() string {
 	switch d.rec.State {
 	case runstate.Completed:
 		return "✓"
-	case runstate.Failed:
+	case runstate.Failed, runstate.Lost:
 		return "✗"
 	case runstate.Skipped:
 		return "⊘"
@@ -184,10 +184,10 @@ func (p *progress) report() error {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.ds, d.runID, state, took, oneLine(detail, 100))
-		if state == runstate.Failed || state == runstate.Skipped {
+		if state == runstate.Failed || state == runstate.Skipped || state == runstate.Lost {
 			bad = append(bad, fmt.Sprintf("%s %s", d.ds, state))
 		}
-		if state == runstate.Failed {
+		if state == runstate.Failed || state == runstate.Lost {
 			failed = true
 		}
 	}

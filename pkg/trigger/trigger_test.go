@@ -12,6 +12,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/schedule"
@@ -248,5 +249,46 @@ func TestScheduledRequestArmsItsSLAFromTheIntervalEnd(t *testing.T) {
 	}
 	if got := m.Header.Get(jetstream.ScheduleHeader); got != "@at 2026-11-25T16:00:00Z" {
 		t.Errorf("deadline schedule %q, want @at 2026-11-25T16:00:00Z (interval end + 2h)", got)
+	}
+}
+
+// A run that took the lease and lost it without an end (its process died where nothing will
+// finish it) is lost: a request for its date marks it so and queues a new run, instead of
+// refusing the date as "already queued" forever. A run that still holds the lease is pending.
+func TestALostRunIsRecordedAndItsDateRequestedAgain(t *testing.T) {
+	js, r := setup(t)
+	ctx := context.Background()
+	first, err := r.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-25", Trigger: "cli"})
+	if err != nil || !first.Queued {
+		t.Fatalf("first request: %+v, %v", first, err)
+	}
+	run := event.Run{RunID: first.RunID, Pipeline: "orders", DS: "2026-11-25"}
+	// The run passed the sensor (it holds the lease, token recorded), then its process died.
+	leases, err := lease.New(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := leases.Acquire(ctx, "orders", first.RunID, "2026-11-25", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Runs().Update(ctx, run, func(rec *runstate.Record) {
+		rec.State, rec.Step, rec.Fence = runstate.Running, "validator", h.Fence
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := r.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-25", Trigger: "cli"}); err != nil || again.Queued {
+		t.Fatalf("request while the run holds its lease: %+v, %v; want it pending", again, err)
+	}
+	if err := leases.Release(ctx, "orders", first.RunID); err != nil { // the lease expired
+		t.Fatal(err)
+	}
+	again, err := r.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-25", Trigger: "cli"})
+	if err != nil || !again.Queued || again.RunID == first.RunID {
+		t.Fatalf("request after the lease is gone: %+v, %v; want a new run queued", again, err)
+	}
+	rec, err := r.Runs().Get(ctx, "orders", "2026-11-25", first.RunID)
+	if err != nil || rec.State != runstate.Lost || !rec.State.Final() {
+		t.Fatalf("the orphaned run is %s (%v), want lost", rec.State, err)
 	}
 }

@@ -354,7 +354,7 @@ type gridView struct {
 // state found in the records (a newer writer's).
 func (c *Console) states(runs []runstate.Record) []string {
 	out := []string{string(runstate.Queued), string(runstate.Waiting), string(runstate.Running), string(runstate.Retrying), string(runstate.Completed),
-		string(runstate.Failed), string(runstate.Skipped)}
+		string(runstate.Failed), string(runstate.Skipped), string(runstate.Lost)}
 	for _, r := range runs {
 		if !slices.Contains(out, string(r.State)) {
 			out = append(out, string(r.State))
