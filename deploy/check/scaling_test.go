@@ -92,6 +92,12 @@ func TestEveryServiceScaledOnItsOwnConsumers(t *testing.T) {
 	objs := production(t)
 	cfg, _ := productionConfig(t, objs)
 	opts := app.BusOptions(cfg)
+	// Production stores the stream and buckets on three servers; this one server stands in for
+	// the cluster, which refuses replicas > 1, and consumer names do not depend on replication.
+	if opts.Replicas != 3 {
+		t.Errorf("production config: nats.replicas %d, want 3 (R3 on the three-node NATS of values.yaml)", opts.Replicas)
+	}
+	opts.Replicas = 1
 
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
