@@ -41,7 +41,7 @@ stream, KV buckets, consumers and database tables once; services only bind to th
 
 Exit codes of run, trigger and backfill:
   0  completed (every date)          3  skipped (sensor.soft_fail, lease.on_busy: skip)
-  1  failed, or any other error      4  stopped following (--timeout, Ctrl-C); the run goes on
+  1  failed or lost, or any error    4  stopped following (--timeout, Ctrl-C); the run goes on
   2  bad usage
 `
 
