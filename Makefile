@@ -139,6 +139,13 @@ bench-console:
 bench-firstrun:
 	bench/firstrun/run.sh
 
+## bench-e2e: whole `sluice run`s of the orders pipeline (1k and 100k rows on an empty table, 1k on
+## 1M rows of history; SIZES, HIST_SIZES, HIST_ROWS, REPS) against psql \copy + one hand-written
+## MERGE in the same run; writes the "End to end" section of bench/RESULTS.md (about 5 minutes)
+.PHONY: bench-e2e
+bench-e2e:
+	bench/e2e/run.sh
+
 ## test-rules: the Prometheus alerting rules are valid and their unit tests pass
 test-rules: promtool
 	promtool check rules deploy/prometheus/rules/*.yml
