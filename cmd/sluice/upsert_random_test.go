@@ -235,7 +235,7 @@ func TestRandomizedDatesInAnyOrder(t *testing.T) {
 	src := httptest.NewServer(h)
 	defer src.Close()
 	p := config.Pipeline{Name: "orders", Contract: "orders", StagingTable: "staging_orders",
-		Landing: config.Landing{Key: "raw/{pipeline}/{ds}.csv"}, Source: config.Source{MaxBytes: config.DefaultMaxBytes},
+		Landing: config.Landing{Key: "raw/{pipeline}/{ds}.csv"}, Source: config.Source{URL: src.URL + "/data/{ds}.csv", MaxBytes: config.DefaultMaxBytes},
 		Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"}}
 	contracts, err := contract.ForPipelines([]config.Pipeline{p}, "")
 	if err != nil {
