@@ -163,7 +163,10 @@ func TestConsoleInABrowser(t *testing.T) {
 		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("hide-scrollbars", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900))
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 900),
+		// Chromium keeps its singleton socket in a directory of TMPDIR: the test's own, so the run
+		// leaves nothing behind in /tmp.
+		chromedp.Env("TMPDIR="+t.TempDir()))
 	defer cancelAlloc()
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	defer cancelBrowser()
