@@ -3,19 +3,20 @@
     commit when a greater token is already there (pkg/fence does the same in Go). As a pre-hook
     this runs inside the model's transaction, before the delete+insert, so a run that lost its
     lease cannot upsert, and the row lock it takes serialises it with a newer run.
-    The runner passes vars pipeline, run_id and fence. No fence, no write: without a token (or
-    with 0) the model refuses to run; a manual run passes one greater than sluice_fences holds. -#}
+    The runner passes pipeline, run_id and fence as the run's values (sluice_run_var, in
+    sluice_ds.sql). No fence, no write: without a token (or with 0) the model refuses to run; a
+    manual run passes one greater than sluice_fences holds. -#}
 {% macro sluice_fence_check() %}
-  {%- set token = var('fence', none) -%}
+  {%- set token = sluice_run_var('fence') -%}
   {%- if execute and (token is none or token | int <= 0) -%}
-    {{ exceptions.raise_compiler_error("sluice: no fencing token (var fence is missing or 0): no fence, no write") }}
+    {{ exceptions.raise_compiler_error("sluice: no fencing token (SLUICE_FENCE or var fence is missing or 0): no fence, no write") }}
   {%- elif not execute -%}
     select 1 /* parsing */
   {%- else -%}
-    {%- set pipeline = var('pipeline') | string -%}
-    {%- set run_id = var('run_id') | string -%}
+    {%- set pipeline = sluice_run_var('pipeline') | string -%}
+    {%- set run_id = sluice_run_var('run_id') | string -%}
     {%- if not modules.re.fullmatch('[a-z][a-z0-9_]{0,62}', pipeline) or not modules.re.fullmatch('[A-Za-z0-9_-]{1,64}', run_id) -%}
-      {{ exceptions.raise_compiler_error("vars pipeline and run_id must be plain names") }}
+      {{ exceptions.raise_compiler_error("the run's pipeline and run_id must be plain names") }}
     {%- endif -%}
     do $sluice_fence$
     declare
