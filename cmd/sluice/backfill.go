@@ -12,32 +12,30 @@ import (
 // maxBackfillDates bounds one backfill, so a typo in a year does not queue a century.
 const maxBackfillDates = 3660
 
-// cmdBackfill requests every date from --from to --to (inclusive), oldest first, and follows them.
-func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("backfill", args, stdout, stderr)
-	var l launch
-	l.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "pipeline name")
-	from := fs.String("from", "", "first execution date, YYYY-MM-DD")
-	to := fs.String("to", "", "last execution date, YYYY-MM-DD (inclusive)")
-	rp := fs.String("reprocess", "none", "dates that already ran: none (leave them), failed (rerun failed ones), all (rerun every date)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	switch reprocess(*rp) {
+// backfillCmd requests every date from --from to --to (inclusive), oldest first, and follows them.
+type backfillCmd struct {
+	launch
+	Pipeline  string `need:"" placeholder:"NAME" help:"pipeline name"`
+	From      string `need:"" placeholder:"YYYY-MM-DD" help:"first execution date"`
+	To        string `need:"" placeholder:"YYYY-MM-DD" help:"last execution date (inclusive)"`
+	Reprocess string `default:"none" placeholder:"none|failed|all" help:"dates that already ran: none (leave them), failed (rerun failed ones), all (rerun every date)"`
+}
+
+func (b *backfillCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	switch reprocess(b.Reprocess) {
 	case reprocessNone, reprocessFailed, reprocessAll:
 	default:
-		return fmt.Errorf("--reprocess %q: use none, failed or all", *rp)
+		return fmt.Errorf("--reprocess %q: use none, failed or all", b.Reprocess)
 	}
-	cfg, err := l.load(*pipeline)
+	cfg, err := b.load(b.Pipeline)
 	if err != nil {
 		return err
 	}
-	dates, err := dateRange(*from, *to)
+	dates, err := dateRange(b.From, b.To)
 	if err != nil {
 		return err
 	}
-	return l.run(ctx, cfg, stdout, stderr, *pipeline, dates, "backfill", reprocess(*rp))
+	return b.launch.run(ctx, cfg, stdout, stderr, b.Pipeline, dates, "backfill", reprocess(b.Reprocess))
 }
 
 // dateRange lists the dates from..to, inclusive.

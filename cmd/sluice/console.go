@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,20 +14,18 @@ import (
 	"github.com/sluice-etl/sluice/services/console"
 )
 
-// cmdConsole serves the web console alone: on the broker of a running `sluice up` or the
+// consoleCmd serves the web console alone: on the broker of a running `sluice up` or the
 // configured one, or else on an embedded server over nats.data_dir (the runs of `make demo`).
-func cmdConsole(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("console", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	addr := fs.String("addr", "", "address to listen on (default console.addr)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type consoleCmd struct {
+	common
+	Addr string `placeholder:"HOST:PORT" help:"address to listen on (default console.addr)"`
+}
+
+func (c *consoleCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 	// The console reads only the bus: references it never uses (PostgreSQL, S3 keys) may be
 	// unset, as they are after `make demo`. Its password's may not.
 	missing := map[string]bool{}
-	cfg, err := config.Load(c.config, func(name string) (string, bool) {
+	cfg, err := config.Load(c.Config, func(name string) (string, bool) {
 		v, ok := os.LookupEnv(name)
 		if !ok {
 			missing[name] = true
@@ -42,7 +39,7 @@ func cmdConsole(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if ref := cfg.Console.Password.String(); strings.HasPrefix(ref, "env:") && missing[strings.TrimPrefix(ref, "env:")] {
 		return fmt.Errorf("console.password: environment variable %s is not set", strings.TrimPrefix(ref, "env:"))
 	}
-	if c.nats == "" && cfg.NATS.URL.Reveal() == "" {
+	if c.NATS == "" && cfg.NATS.URL.Reveal() == "" {
 		if conn, err := net.DialTimeout("tcp", cfg.NATS.Listen, 300*time.Millisecond); err == nil {
 			conn.Close() // a `sluice up` serves the bus (and a console of its own)
 		} else if host, _, err := net.SplitHostPort(cfg.NATS.Listen); err == nil {
@@ -55,13 +52,13 @@ func cmdConsole(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	_, done, err := console.Start(ctx, st.Deps, *addr)
+	_, done, err := console.Start(ctx, st.Deps, c.Addr)
 	if err != nil {
 		return err
 	}
 	url := cfg.Console.URL
-	if *addr != "" {
-		url = "http://" + *addr
+	if c.Addr != "" {
+		url = "http://" + c.Addr
 	}
 	mode := "read-only (set console.password to log in and act)"
 	if cfg.Console.Password.Reveal() != "" {

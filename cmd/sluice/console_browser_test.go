@@ -359,7 +359,7 @@ func TestUpServesTheConsole(t *testing.T) {
 	errc := make(chan error, 1)
 	logs := &syncBuffer{}
 	go func() {
-		errc <- cmdUp(ctx, []string{"--config", path, "--http", "127.0.0.1:0", "--console", addr}, io.Discard, logs)
+		errc <- run(ctx, []string{"up", "--config", path, "--http", "127.0.0.1:0", "--console", addr}, io.Discard, logs)
 	}()
 	t.Cleanup(func() {
 		if t.Failed() {

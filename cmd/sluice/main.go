@@ -7,39 +7,53 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/alecthomas/kong"
 )
 
-const usage = `sluice — event-driven ETL on NATS JetStream
+// commands is sluice's command line, parsed by kong: a field a command. A command is a struct whose
+// fields are its flags (their tags give name, default, placeholder and help, from which every
+// usage text is generated) with a run method; adding one is a field here and that type.
+type commands struct {
+	Up           upCmd           `cmd:"" help:"Run all six services and the web console in this process until interrupted."`
+	Provision    provisionCmd    `cmd:"" help:"Create the stream, KV buckets, consumers and database tables, idempotently, with admin credentials."`
+	NATS         natsCmd         `cmd:"" name:"nats" help:"Serve the embedded JetStream server alone, provisioned, at nats.listen."`
+	Run          runCmd          `cmd:"" help:"Run one execution date end to end, showing each step and a summary."`
+	Trigger      triggerCmd      `cmd:"" help:"Request one run of a date (a rerun if it ran before) and follow it."`
+	Backfill     backfillCmd     `cmd:"" help:"Request every date from --from to --to, oldest first, and follow them."`
+	Pause        pauseCmd        `cmd:"" help:"Stop a pipeline's schedule from requesting runs; runs already requested go on."`
+	Unpause      unpauseCmd      `cmd:"" help:"Let a pipeline's schedule request runs again, at once."`
+	Status       statusCmd       `cmd:"" help:"List the pipelines' schedules and recent runs."`
+	Retention    retentionCmd    `cmd:"" help:"Apply a pipeline's retention now, under its lease."`
+	Console      consoleCmd      `cmd:"" help:"Serve the web console alone."`
+	SampleSource sampleSourceCmd `cmd:"" name:"sample-source" help:"Serve synthetic daily orders and events (or a directory of CSV files) over HTTP."`
+	NewPipeline  newPipelineCmd  `cmd:"" name:"new-pipeline" help:"Scaffold a pipeline from a contract: contract skeleton, dbt models and config block."`
+	Help         helpCmd         `cmd:"" help:"Show this help, or a command's (sluice help COMMAND)."`
+}
 
-Usage:
-  sluice up            --config FILE [--nats URL] [--http ADDR] [--console ADDR|off]
-  sluice provision     --config FILE [--nats URL] [--roles FILE] [--no-nats] [--no-postgres]
-  sluice nats          --config FILE
-  sluice run           --config FILE --pipeline NAME --date YYYY-MM-DD [--nats URL] [--timeout D]
-  sluice trigger       --config FILE --pipeline NAME --date YYYY-MM-DD [--detach] [--timeout D]
-  sluice backfill      --config FILE --pipeline NAME --from YYYY-MM-DD --to YYYY-MM-DD
-                       [--reprocess none|failed|all] [--detach] [--timeout D]
-  sluice pause         --config FILE --pipeline NAME
-  sluice unpause       --config FILE --pipeline NAME
-  sluice status        --config FILE [--nats URL] [--pipeline NAME] [--limit N] [--watch]
-  sluice retention     --config FILE --pipeline NAME
-  sluice console       --config FILE [--nats URL] [--addr HOST:PORT]
-  sluice sample-source [--addr HOST:PORT] [--rows N] [--dir DIR] [--delay D]
-  sluice new-pipeline  NAME --contract FILE.json [--config FILE] [--dbt-project DIR] [--source-url URL]
+// command is what every command of commands is: its flags, parsed, and this.
+type command interface {
+	run(ctx context.Context, stdout, stderr io.Writer) error
+}
 
-With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
+const title = "sluice — event-driven ETL on NATS JetStream"
+
+// notes end the usage, after the commands' synopses.
+const notes = `With no nats.url in the config and no --nats, sluice uses the server of a running 'sluice up'
 at nats.listen, or else starts an embedded JetStream server storing in nats.data_dir (and
 provisions it). Against an external server, 'sluice provision' (admin credentials) creates the
 stream, KV buckets, consumers and database tables once; services only bind to them.
-'sluice COMMAND --help' describes a command's flags.
+'sluice COMMAND --help' (or 'sluice help COMMAND') describes a command's flags.
+`
 
-Exit codes of run, trigger and backfill:
+// exitCodes ends the usage, and the help of the commands that follow runs.
+const exitCodes = `Exit codes of run, trigger and backfill:
   0  completed (every date)          3  skipped (sensor.soft_fail, lease.on_busy: skip)
   1  failed or lost, or any error    4  stopped following (--timeout, Ctrl-C); the run goes on
   2  bad usage
@@ -73,9 +87,9 @@ func main() {
 	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
 
-// exitCode prints err (unless it is a request for help) and returns the process's exit code.
+// exitCode prints err and returns the process's exit code.
 func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
+	if err == nil {
 		return 0
 	}
 	code := exitFailed
@@ -90,84 +104,182 @@ func exitCode(err error, stderr io.Writer) int {
 	return code
 }
 
+// run parses args and runs the command they name. Help (-h, --help, sluice help [COMMAND]) goes
+// to stdout and exits 0; no command, an unknown one or a bad flag is printed with the usage on
+// stderr and exits 2.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		parser := newParser(stdout, stderr)
+		fmt.Fprint(stderr, usage(parser.Model))
 		return &exitError{code: exitUsage}
 	}
-	if wantsHelp(args[0]) || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		return nil
+	cmd, err := parse(args, stdout, stderr)
+	if err != nil || cmd == nil { // nil: help was asked for, and given
+		return err
 	}
-	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"up":            cmdUp,
-		"provision":     cmdProvision,
-		"nats":          cmdNATS,
-		"run":           cmdRun,
-		"status":        cmdStatus,
-		"trigger":       cmdTrigger,
-		"backfill":      cmdBackfill,
-		"pause":         cmdPause,
-		"unpause":       cmdUnpause,
-		"retention":     cmdRetention,
-		"console":       cmdConsole,
-		"sample-source": cmdSampleSource,
-		"new-pipeline":  cmdNewPipeline,
+	return cmd.run(ctx, stdout, stderr)
+}
+
+// helpShown is how parse stops kong after it printed help: kong calls its exit function, which
+// must not end the process (tests call run).
+type helpShown struct{}
+
+// parse returns the command args name, with its flags set; nil (and no error) after help.
+func parse(args []string, stdout, stderr io.Writer) (cmd command, err error) {
+	parser := newParser(stdout, stderr)
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(helpShown); !ok {
+				panic(r)
+			}
+			cmd, err = nil, nil
+		}
+	}()
+	kctx, err := parser.Parse(goFlagStyle(parser.Model, args))
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice: %v\n\n", err)
+		var pe *kong.ParseError
+		if errors.As(err, &pe) && pe.Context != nil && pe.Context.Selected() != nil {
+			parser.Stdout = stderr
+			_ = pe.Context.PrintUsage(true)
+		} else {
+			fmt.Fprint(stderr, usage(parser.Model))
+		}
+		return nil, &exitError{code: exitUsage}
 	}
-	cmd, ok := cmds[args[0]]
+	if kctx.Selected() == nil {
+		return nil, &exitError{code: exitUsage, err: errors.New("no command")}
+	}
+	cmd, ok := kctx.Selected().Target.Addr().Interface().(command)
 	if !ok {
-		fmt.Fprint(stderr, usage)
-		return &exitError{code: exitUsage, err: fmt.Errorf("unknown command %q", args[0])}
+		return nil, fmt.Errorf("command %s has no run method", kctx.Selected().Name)
 	}
-	err := cmd(ctx, args[1:], stdout, stderr)
-	if err != nil && !errors.Is(err, flag.ErrHelp) && isUsageError(err) {
-		return &exitError{code: exitUsage} // the flag package printed the error and the usage
+	return cmd, nil
+}
+
+func newParser(stdout, stderr io.Writer) *kong.Kong {
+	return kong.Must(&commands{},
+		kong.Name("sluice"),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(int) { panic(helpShown{}) }),
+		kong.Help(helpPrinter),
+		kong.ValueFormatter(withDefault),
+	)
+}
+
+// helpCmd is `sluice help [COMMAND]`: the help of sluice, or of a command.
+type helpCmd struct {
+	Command string `arg:"" optional:"" placeholder:"COMMAND" help:"the command to describe"`
+}
+
+func (h *helpCmd) run(_ context.Context, stdout, stderr io.Writer) error {
+	args := []string{"--help"}
+	if h.Command != "" {
+		args = []string{h.Command, "--help"}
 	}
+	_, err := parse(args, stdout, stderr)
 	return err
 }
 
-func wantsHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
-
-// usageError marks a flag parsing error, already printed by the flag package.
-type usageError struct{ error }
-
-func isUsageError(err error) bool {
-	var ue usageError
-	return errors.As(err, &ue)
+// helpPrinter prints the usage (every command's synopsis) for sluice, and kong's help, with the
+// exit codes where they apply, for a command.
+func helpPrinter(options kong.HelpOptions, ctx *kong.Context) error {
+	selected := ctx.Selected()
+	if selected == nil {
+		_, err := fmt.Fprint(ctx.Stdout, usage(ctx.Model))
+		return err
+	}
+	if err := kong.DefaultHelpPrinter(options, ctx); err != nil {
+		return err
+	}
+	switch selected.Name {
+	case "run", "trigger", "backfill":
+		_, err := fmt.Fprint(ctx.Stdout, "\n"+exitCodes)
+		return err
+	}
+	return nil
 }
 
-// newFlags is a command's flag set: asked for help (-h, --help), it prints the flags on stdout
-// and the command returns flag.ErrHelp (exit 0); a bad flag is printed on stderr (exit 2).
-func newFlags(name string, args []string, stdout, stderr io.Writer) *flags {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	for _, a := range args {
+// withDefault is a flag's help with its default value, taken from the flag's tag.
+func withDefault(v *kong.Value) string {
+	h := kong.DefaultHelpValueFormatter(v)
+	if v.Default == "" || v.IsBool() {
+		return h
+	}
+	return fmt.Sprintf("%s (default %s)", h, v.Default)
+}
+
+// usage is sluice's usage: the title, a synopsis of each command generated from its flags, the
+// notes and the exit codes.
+func usage(app *kong.Application) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nUsage:\n%s\n%s\n%s", title, synopses(app), notes, exitCodes)
+	return b.String()
+}
+
+// synopses are the commands' one-line synopses (wrapped under their flags beyond 100 columns):
+// arguments, then the flags a command needs (tag need:""), then the others in brackets.
+func synopses(app *kong.Application) string {
+	var b strings.Builder
+	for _, n := range app.Children {
+		if n.Hidden || n.Name == "help" {
+			continue
+		}
+		var need, opt []string
+		for _, a := range n.Positional {
+			need = append(need, strings.ToUpper(a.Name))
+		}
+		for _, f := range n.Flags {
+			s := "--" + f.Name
+			if f.Short != 0 {
+				s = "-" + string(f.Short)
+			}
+			if !f.IsBool() {
+				s += " " + f.FormatPlaceHolder()
+			}
+			if f.Tag.Has("need") {
+				need = append(need, s)
+			} else {
+				opt = append(opt, "["+s+"]")
+			}
+		}
+		line := fmt.Sprintf("  sluice %-13s", n.Name)
+		for _, w := range append(need, opt...) {
+			if len(line)+1+len(w) > 100 {
+				b.WriteString(line + "\n")
+				line = strings.Repeat(" ", 22)
+			}
+			line += " " + w
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+// goFlagStyle lets the single-dash long flags of Go's flag package (-config FILE, -rows=5),
+// which sluice took before it used kong, keep working: each becomes its double-dash form.
+func goFlagStyle(app *kong.Application, args []string) []string {
+	long := map[string]bool{"help": true}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, f := range n.Flags {
+			long[f.Name] = true
+		}
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(app.Node)
+	out := make([]string, 0, len(args))
+	for i, a := range args {
 		if a == "--" {
-			break
+			return append(out, args[i:]...)
 		}
-		if wantsHelp(a) {
-			fs.SetOutput(stdout)
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 1 && long[name] {
+			a = "-" + a
 		}
+		out = append(out, a)
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: sluice %s [flags]\n", name)
-		fs.PrintDefaults()
-	}
-	return &flags{fs}
-}
-
-// flags is a flag.FlagSet whose Parse marks its errors as usage errors.
-type flags struct{ *flag.FlagSet }
-
-func (f *flags) Parse(args []string) error {
-	err := f.FlagSet.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		return usageError{err}
-	}
-	if err == nil && f.NArg() > 0 {
-		fmt.Fprintf(f.Output(), "unexpected argument %q\n", f.Arg(0))
-		f.Usage()
-		return usageError{fmt.Errorf("unexpected argument %q", f.Arg(0))}
-	}
-	return err
+	return out
 }

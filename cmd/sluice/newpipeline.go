@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,143 +15,160 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// cmdNewPipeline scaffolds a pipeline: a contract skeleton (unless the file exists), the dbt
+// newPipelineCmd scaffolds a pipeline: a contract skeleton (unless the file exists), the dbt
 // staging and upsert models (each one call of a sluice macro) with the source entry and the key
 // test, and the config block, appended to the config file when its pipelines list ends it.
 // Everything about the data (columns, key, version, partitions) lives in the contract, so that
 // is the one file left to edit.
-func cmdNewPipeline(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("new-pipeline", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	contractPath := flags.String("contract", "", "contract file to write (a skeleton) or use (if it exists)")
-	configPath := flags.String("config", "", "config file to append the pipeline to (otherwise the block is printed)")
-	project := flags.String("dbt-project", "", "dbt project directory (default: the config's dbt.project_dir, or dbt_project)")
-	sourceURL := flags.String("source-url", "https://api.example.com/data/{ds}.csv", "the file's URL, with {ds} where the date goes")
-	name, rest := "", args
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, rest = args[0], args[1:]
+type newPipelineCmd struct {
+	Name       string `arg:"" optional:"" placeholder:"NAME" help:"the pipeline's name: lowercase letters, digits and _, starting with a letter"`
+	Contract   string `need:"" placeholder:"FILE.json" help:"contract file to write (a skeleton) or use (if it exists)"`
+	Config     string `placeholder:"FILE" help:"config file to append the pipeline to (otherwise the block is printed)"`
+	DBTProject string `name:"dbt-project" placeholder:"DIR" help:"dbt project directory (default: the config's dbt.project_dir, or dbt_project)"`
+	SourceURL  string `name:"source-url" default:"https://api.example.com/data/{ds}.csv" placeholder:"URL" help:"the file's URL, with {ds} where the date goes"`
+
+	wrote []string // the files written, in order
+}
+
+func (c *newPipelineCmd) run(_ context.Context, stdout, _ io.Writer) error {
+	if !pipelineNameRe.MatchString(c.Name) {
+		return fmt.Errorf("usage: sluice new-pipeline NAME --contract FILE [--config FILE]: NAME %q must be lowercase letters, digits and _, starting with a letter", c.Name)
 	}
-	if err := flags.Parse(rest); err != nil {
-		return err
-	}
-	if name == "" && flags.NArg() == 1 {
-		name = flags.Arg(0)
-	}
-	if !pipelineNameRe.MatchString(name) {
-		return fmt.Errorf("usage: sluice new-pipeline NAME --contract FILE [--config FILE]: NAME %q must be lowercase letters, digits and _, starting with a letter", name)
-	}
-	if *contractPath == "" || !strings.HasSuffix(*contractPath, ".json") {
+	if c.Contract == "" || !strings.HasSuffix(c.Contract, ".json") {
 		return errors.New("new-pipeline: --contract FILE.json is required")
 	}
-	if !strings.Contains(*sourceURL, "{ds}") {
-		return fmt.Errorf("new-pipeline: --source-url %q must contain {ds}", *sourceURL)
+	if !strings.Contains(c.SourceURL, "{ds}") {
+		return fmt.Errorf("new-pipeline: --source-url %q must contain {ds}", c.SourceURL)
 	}
-
-	dir := "." // what relative paths in the config are relative to
-	var cfgText []byte
-	if *configPath != "" {
-		b, err := os.ReadFile(*configPath)
-		if err != nil {
-			return fmt.Errorf("new-pipeline: %w", err)
-		}
-		cfgText, dir = b, filepath.Dir(*configPath)
-		if *project == "" {
-			*project = filepath.Join(dir, dbtProjectDir(b))
-		}
+	dir, cfgText, err := c.readConfig()
+	if err != nil {
+		return err
 	}
-	if *project == "" {
-		*project = "dbt_project"
+	contractNew, err := c.writeFiles()
+	if err != nil {
+		return err
 	}
-	if _, err := os.Stat(filepath.Join(*project, "dbt_project.yml")); err != nil {
-		return fmt.Errorf("new-pipeline: dbt project: %w", err)
+	ref, err := filepath.Rel(dir, c.Contract)
+	if err != nil || filepath.IsAbs(c.Contract) {
+		ref = c.Contract
 	}
-
-	var wrote []string
-	write := func(path, text string) error {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if err != nil {
-			return fmt.Errorf("new-pipeline: %w", err)
-		}
-		if _, err := f.WriteString(text); err != nil {
-			f.Close()
-			return err
-		}
-		wrote = append(wrote, path)
-		return f.Close()
-	}
-
-	contractNew := false
-	if _, err := os.Stat(*contractPath); errors.Is(err, fs.ErrNotExist) {
-		if err := write(*contractPath, fmt.Sprintf(contractSkeleton, name)); err != nil {
-			return err
-		}
-		contractNew = true
-	} else if err != nil {
-		return fmt.Errorf("new-pipeline: %w", err)
-	}
-	models := filepath.Join(*project, "models", name)
-	if _, err := os.Stat(models); err == nil {
-		return fmt.Errorf("new-pipeline: %s exists: pipeline %s already has models", models, name)
-	}
-	for file, text := range map[string]string{
-		"stg_" + name + ".sql": "{{ sluice_staged('" + name + "') }}\n",
-		name + ".sql":          "{{ sluice_upsert('" + name + "') }}\n",
-		name + ".yml":          fmt.Sprintf(modelsYAML, name),
-	} {
-		if err := write(filepath.Join(models, file), text); err != nil {
-			return err
-		}
-	}
-
-	ref, err := filepath.Rel(dir, *contractPath)
-	if err != nil || filepath.IsAbs(*contractPath) {
-		ref = *contractPath
-	}
-	block := fmt.Sprintf(configBlock, name, *sourceURL, filepath.ToSlash(ref))
+	block := fmt.Sprintf(configBlock, c.Name, c.SourceURL, filepath.ToSlash(ref))
 	appended := false
 	if cfgText != nil {
 		if !pipelinesLast(cfgText) {
-			fmt.Fprintf(stdout, "%s does not end with its pipelines list: add this block under pipelines: yourself\n", *configPath)
+			fmt.Fprintf(stdout, "%s does not end with its pipelines list: add this block under pipelines: yourself\n", c.Config)
+		} else if err := appendBlock(c.Config, cfgText, block); err != nil {
+			return fmt.Errorf("new-pipeline: %w", err)
 		} else {
-			if len(cfgText) > 0 && cfgText[len(cfgText)-1] != '\n' {
-				block = "\n" + block
-			}
-			f, err := os.OpenFile(*configPath, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				return fmt.Errorf("new-pipeline: %w", err)
-			}
-			_, err = f.WriteString(block)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("new-pipeline: %w", err)
-			}
 			appended = true
 		}
 	}
-	for _, w := range wrote {
+	c.report(stdout, block, appended, contractNew)
+	return nil
+}
+
+// readConfig reads --config (if given) and settles the dbt project: dir is what relative paths
+// in the config are relative to.
+func (c *newPipelineCmd) readConfig() (dir string, cfgText []byte, err error) {
+	dir = "."
+	if c.Config != "" {
+		b, err := os.ReadFile(c.Config)
+		if err != nil {
+			return "", nil, fmt.Errorf("new-pipeline: %w", err)
+		}
+		cfgText, dir = b, filepath.Dir(c.Config)
+		if c.DBTProject == "" {
+			c.DBTProject = filepath.Join(dir, dbtProjectDir(b))
+		}
+	}
+	if c.DBTProject == "" {
+		c.DBTProject = "dbt_project"
+	}
+	if _, err := os.Stat(filepath.Join(c.DBTProject, "dbt_project.yml")); err != nil {
+		return "", nil, fmt.Errorf("new-pipeline: dbt project: %w", err)
+	}
+	return dir, cfgText, nil
+}
+
+// writeFiles writes the contract skeleton (unless the contract exists) and the dbt models.
+func (c *newPipelineCmd) writeFiles() (contractNew bool, err error) {
+	if _, err := os.Stat(c.Contract); errors.Is(err, fs.ErrNotExist) {
+		if err := c.write(c.Contract, fmt.Sprintf(contractSkeleton, c.Name)); err != nil {
+			return false, err
+		}
+		contractNew = true
+	} else if err != nil {
+		return false, fmt.Errorf("new-pipeline: %w", err)
+	}
+	models := filepath.Join(c.DBTProject, "models", c.Name)
+	if _, err := os.Stat(models); err == nil {
+		return false, fmt.Errorf("new-pipeline: %s exists: pipeline %s already has models", models, c.Name)
+	}
+	for file, text := range map[string]string{
+		"stg_" + c.Name + ".sql": "{{ sluice_staged('" + c.Name + "') }}\n",
+		c.Name + ".sql":          "{{ sluice_upsert('" + c.Name + "') }}\n",
+		c.Name + ".yml":          fmt.Sprintf(modelsYAML, c.Name),
+	} {
+		if err := c.write(filepath.Join(models, file), text); err != nil {
+			return false, err
+		}
+	}
+	return contractNew, nil
+}
+
+// write creates path (and its directory) with text; it never overwrites a file.
+func (c *newPipelineCmd) write(path, text string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("new-pipeline: %w", err)
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	c.wrote = append(c.wrote, path)
+	return f.Close()
+}
+
+// appendBlock appends the config block to the config file, whose text is cfgText.
+func appendBlock(path string, cfgText []byte, block string) error {
+	if len(cfgText) > 0 && cfgText[len(cfgText)-1] != '\n' {
+		block = "\n" + block
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(block)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// report says what was written and what is left to edit.
+func (c *newPipelineCmd) report(stdout io.Writer, block string, appended, contractNew bool) {
+	for _, w := range c.wrote {
 		fmt.Fprintf(stdout, "wrote    %s\n", w)
 	}
 	if appended {
-		fmt.Fprintf(stdout, "appended pipeline %s to %s\n", name, *configPath)
+		fmt.Fprintf(stdout, "appended pipeline %s to %s\n", c.Name, c.Config)
 	} else {
 		fmt.Fprintf(stdout, "\nconfig block (under pipelines:):\n%s", block)
 	}
 	fmt.Fprintf(stdout, "\nNow edit:\n")
 	if contractNew {
 		fmt.Fprintf(stdout, "  %s: the file's columns (name, type, required, checks), key (one column or a list),\n"+
-			"    version_column (or remove it: the file run last wins), partition column and grain (day or month)\n", *contractPath)
+			"    version_column (or remove it: the file run last wins), partition column and grain (day or month)\n", c.Contract)
 	} else {
-		fmt.Fprintf(stdout, "  %s is used as it is\n", *contractPath)
+		fmt.Fprintf(stdout, "  %s is used as it is\n", c.Contract)
 	}
-	fmt.Fprintf(stdout, "  the config block: source.url (%s), and schedule, sensor, retries, sla, alerts as needed\n", *sourceURL)
+	fmt.Fprintf(stdout, "  the config block: source.url (%s), and schedule, sensor, retries, sla, alerts as needed\n", c.SourceURL)
 	fmt.Fprintf(stdout, "The dbt models need no edit: the macros take the key, version and columns from the contract.\n"+
-		"Then: sluice run --config %s --pipeline %s --date YYYY-MM-DD\n", orDefault(*configPath, "sluice.yaml"), name)
-	return nil
+		"Then: sluice run --config %s --pipeline %s --date YYYY-MM-DD\n", orDefault(c.Config, "sluice.yaml"), c.Name)
 }
 
 var pipelineNameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)

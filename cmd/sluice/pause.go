@@ -9,26 +9,29 @@ import (
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-// cmdPause stops a pipeline's schedule from requesting runs; runs already requested go on.
-func cmdPause(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return setPaused(ctx, "pause", args, stdout, stderr, true)
+// pauseCmd stops a pipeline's schedule from requesting runs; runs already requested go on.
+type pauseCmd struct{ pipelineFlags }
+
+func (c *pauseCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	return c.setPaused(ctx, stdout, stderr, true)
 }
 
-// cmdUnpause lets the schedule request runs again, at once: with catchup every interval missed
+// unpauseCmd lets the schedule request runs again, at once: with catchup every interval missed
 // while paused, else the latest.
-func cmdUnpause(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return setPaused(ctx, "unpause", args, stdout, stderr, false)
+type unpauseCmd struct{ pipelineFlags }
+
+func (c *unpauseCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	return c.setPaused(ctx, stdout, stderr, false)
 }
 
-func setPaused(ctx context.Context, name string, args []string, stdout, stderr io.Writer, paused bool) error {
-	fs := newFlags(name, args, stdout, stderr)
-	var c common
-	c.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "pipeline name")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, p, err := c.loadPipeline(*pipeline)
+// pipelineFlags are the flags of a command about one pipeline.
+type pipelineFlags struct {
+	common
+	Pipeline string `need:"" placeholder:"NAME" help:"pipeline name"`
+}
+
+func (c *pipelineFlags) setPaused(ctx context.Context, stdout, stderr io.Writer, paused bool) error {
+	cfg, p, err := c.loadPipeline(c.Pipeline)
 	if err != nil {
 		return err
 	}

@@ -29,35 +29,34 @@ var pgRoles = []struct{ name, passwordVar string }{
 	{"sluice_reader", "SLUICE_PG_READER_PASSWORD"},
 }
 
-// cmdProvision creates or updates, idempotently and with the admin credentials of the config,
+// provisionCmd creates or updates, idempotently and with the admin credentials of the config,
 // what the services only bind to: the events stream, the KV buckets and every durable consumer
 // on NATS, and the fences, staging and target tables (with their owners and grants) in
 // PostgreSQL.
-func cmdProvision(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("provision", args, stdout, stderr)
-	cfgPath := fs.String("config", "sluice.yaml", "config file (with the admin's NATS credentials and database URL)")
-	natsURL := fs.String("nats", "", "NATS URL (overrides nats.url; without either, the embedded server's store in nats.data_dir)")
-	roles := fs.String("roles", "", "apply this roles script first (deploy/postgres/roles.sql)")
-	skipNATS := fs.Bool("no-nats", false, "leave NATS alone")
-	skipPG := fs.Bool("no-postgres", false, "leave PostgreSQL alone")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*cfgPath, os.LookupEnv)
+type provisionCmd struct {
+	Config     string `default:"sluice.yaml" placeholder:"FILE" help:"config file (with the admin's NATS credentials and database URL)"`
+	NATS       string `name:"nats" placeholder:"URL" help:"NATS URL (overrides nats.url; without either, the embedded server's store in nats.data_dir)"`
+	Roles      string `placeholder:"FILE" help:"apply this roles script first (deploy/postgres/roles.sql)"`
+	NoNATS     bool   `name:"no-nats" help:"leave NATS alone"`
+	NoPostgres bool   `name:"no-postgres" help:"leave PostgreSQL alone"`
+}
+
+func (c *provisionCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(c.Config, os.LookupEnv)
 	if err != nil {
 		return err
 	}
 	log := telemetry.Redact(telemetry.Logger(stderr, slog.LevelInfo), cfg.Secrets())
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if !*skipNATS {
-		if err := provisionNATS(ctx, cfg, *natsURL, log); err != nil {
+	if !c.NoNATS {
+		if err := provisionNATS(ctx, cfg, c.NATS, log); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "nats: stream %s, %d KV buckets, %d consumers\n", cfg.NATS.Stream, len(bus.Buckets()), len(bus.Consumers(app.BusOptions(cfg))))
 	}
-	if !*skipPG {
-		msg, err := provisionPostgres(ctx, cfg, *roles, os.LookupEnv)
+	if !c.NoPostgres {
+		msg, err := provisionPostgres(ctx, cfg, c.Roles, os.LookupEnv)
 		if err != nil {
 			return fmt.Errorf("provision postgres (%s): %s", cfg.Postgres.URL, telemetry.RedactString(err.Error(), cfg.Secrets()))
 		}
@@ -234,16 +233,15 @@ func grants(p config.Pipeline) []string {
 	}
 }
 
-// cmdNATS runs the embedded JetStream server alone, provisioned, until interrupted: the broker
+// natsCmd runs the embedded JetStream server alone, provisioned, until interrupted: the broker
 // for single-service binaries on one machine (`sluice-fetcher --nats nats://<nats.listen>`),
 // which embed none.
-func cmdNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("nats", args, stdout, stderr)
-	cfgPath := fs.String("config", "sluice.yaml", "config file (nats.listen, nats.data_dir)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*cfgPath, os.LookupEnv)
+type natsCmd struct {
+	Config string `default:"sluice.yaml" placeholder:"FILE" help:"config file (nats.listen, nats.data_dir)"`
+}
+
+func (c *natsCmd) run(ctx context.Context, _, stderr io.Writer) error {
+	cfg, err := config.Load(c.Config, os.LookupEnv)
 	if err != nil {
 		return err
 	}

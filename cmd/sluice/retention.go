@@ -13,17 +13,12 @@ import (
 	"github.com/sluice-etl/sluice/services/partitioner"
 )
 
-// cmdRetention applies a pipeline's retention on its own (a cron job, say), under the pipeline's
+// retentionCmd applies a pipeline's retention on its own (a cron job, say), under the pipeline's
 // lease like a run: it waits for no one, and fails if a run is active.
-func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("retention", args, stdout, stderr)
-	var c common
-	c.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "pipeline name")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, p, err := c.loadPipeline(*pipeline)
+type retentionCmd struct{ pipelineFlags }
+
+func (c *retentionCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	cfg, p, err := c.loadPipeline(c.Pipeline)
 	if err != nil {
 		return err
 	}

@@ -16,17 +16,16 @@ import (
 	"github.com/sluice-etl/sluice/pkg/runstate"
 )
 
-// cmdRun runs one execution date end to end, printing each step as it happens and a summary.
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", args, stdout, stderr)
-	var c common
-	c.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "pipeline name")
-	ds := fs.String("date", "", "execution date, YYYY-MM-DD")
-	timeout := fs.Duration("timeout", 3*time.Hour, "give up watching after this long")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+// runCmd runs one execution date end to end, printing each step as it happens and a summary.
+type runCmd struct {
+	common
+	Pipeline string        `need:"" placeholder:"NAME" help:"pipeline name"`
+	Date     string        `need:"" placeholder:"YYYY-MM-DD" help:"execution date"`
+	Timeout  time.Duration `default:"3h" placeholder:"D" help:"give up watching after this long"`
+}
+
+func (c *runCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	pipeline, ds, timeout := &c.Pipeline, &c.Date, &c.Timeout
 	cfg, pc, err := c.loadPipeline(*pipeline)
 	if err != nil {
 		return err

@@ -12,24 +12,22 @@ import (
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 )
 
-// cmdSampleSource serves synthetic daily orders at /data/<ds>.csv (or a directory of CSV files)
+// sampleSourceCmd serves synthetic daily orders at /data/<ds>.csv (or a directory of CSV files)
 // and synthetic events at /events/<ds>.csv over HTTP.
-func cmdSampleSource(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sample-source", args, stdout, stderr)
-	addr := fs.String("addr", "127.0.0.1:8081", "listen address")
-	var o samplesource.Options
-	fs.IntVar(&o.Rows, "rows", 1000, "new orders (and new events) per date")
-	fs.Float64Var(&o.UpdateRatio, "update-ratio", 0.1, "share of the previous date's orders (and events) updated on each date")
-	fs.StringVar(&o.Dir, "dir", "", "serve <dir>/<ds>.csv at /data/ instead of generated orders")
-	fs.DurationVar(&o.Delay, "delay", 0, "a date becomes available this long after its first request")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	h, err := samplesource.Handler(o)
+type sampleSourceCmd struct {
+	Addr        string        `default:"127.0.0.1:8081" placeholder:"HOST:PORT" help:"listen address"`
+	Rows        int           `default:"1000" placeholder:"N" help:"new orders (and new events) per date"`
+	UpdateRatio float64       `name:"update-ratio" default:"0.1" placeholder:"R" help:"share of the previous date's orders (and events) updated on each date"`
+	Dir         string        `placeholder:"DIR" help:"serve <dir>/<ds>.csv at /data/ instead of generated orders"`
+	Delay       time.Duration `placeholder:"D" help:"a date becomes available this long after its first request"`
+}
+
+func (c *sampleSourceCmd) run(ctx context.Context, stdout, _ io.Writer) error {
+	h, err := samplesource.Handler(samplesource.Options{Rows: c.Rows, UpdateRatio: c.UpdateRatio, Dir: c.Dir, Delay: c.Delay})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,21 +32,13 @@ var allServices = []app.Service{sensor.Service, fetcher.Service, validator.Servi
 
 // common are the flags every bus-connected command takes.
 type common struct {
-	config  string
-	nats    string
-	verbose bool
-	// attach lets a command use a running `sluice up` whose pipeline config differs from its own.
-	attach bool
+	Config  string `default:"sluice.yaml" placeholder:"FILE" help:"config file"`
+	NATS    string `name:"nats" placeholder:"URL" help:"NATS URL (overrides nats.url)"`
+	Verbose bool   `short:"v" help:"print service logs"`
+	Attach  bool   `help:"use a running 'sluice up' even if its config of the pipeline differs from --config's"`
 	// up is the running `sluice up` that connect attached to (nil: this process runs the
 	// services, or the broker is external).
 	up *stackInfo
-}
-
-func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.config, "config", "sluice.yaml", "config file")
-	fs.StringVar(&c.nats, "nats", "", "NATS URL (overrides nats.url)")
-	fs.BoolVar(&c.verbose, "v", false, "print service logs")
-	fs.BoolVar(&c.attach, "attach", false, "use a running `sluice up` even if its config of the pipeline differs from --config's")
 }
 
 // infoSubject is where a running `sluice up` says who it is. It is outside the event stream's
@@ -103,18 +94,18 @@ func (c *common) checkAttach(cfg *config.Config, pipeline string, stderr io.Writ
 	switch {
 	case runs && theirs == pipelineHash(p):
 		return nil
-	case c.attach:
-		fmt.Fprintf(stderr, "sluice: --attach: the run uses that stack's config of %s, not %s's\n", pipeline, c.config)
+	case c.Attach:
+		fmt.Fprintf(stderr, "sluice: --attach: the run uses that stack's config of %s, not %s's\n", pipeline, c.Config)
 		return nil
 	case !runs:
 		return &exitError{code: exitUsage, err: fmt.Errorf("the running `sluice up` (pid %d, config %s) has no pipeline %q: stop it, or pass --attach", c.up.PID, c.up.Config, pipeline)}
 	}
 	return &exitError{code: exitUsage, err: fmt.Errorf("pipeline %s in %s differs from the running `sluice up`'s (pid %d, config %s): "+
-		"stop that stack, use its config, or pass --attach to run with its config", pipeline, c.config, c.up.PID, c.up.Config)}
+		"stop that stack, use its config, or pass --attach to run with its config", pipeline, c.Config, c.up.PID, c.up.Config)}
 }
 
 func (c *common) load() (*config.Config, error) {
-	return config.Load(c.config, os.LookupEnv)
+	return config.Load(c.Config, os.LookupEnv)
 }
 
 // loadPipeline loads the config and finds the named pipeline in it.
@@ -125,7 +116,7 @@ func (c *common) loadPipeline(name string) (*config.Config, *config.Pipeline, er
 	}
 	p, ok := cfg.Pipeline(name)
 	if !ok {
-		return nil, nil, fmt.Errorf("pipeline %q is not in %s", name, c.config)
+		return nil, nil, fmt.Errorf("pipeline %q is not in %s", name, c.Config)
 	}
 	return cfg, p, nil
 }
@@ -134,10 +125,10 @@ func (c *common) loadPipeline(name string) (*config.Config, *config.Pipeline, er
 // `sluice up` running) it starts an embedded server in this process with services on it.
 func (c *common) connect(ctx context.Context, cfg *config.Config, stderr io.Writer, services ...app.Service) (*app.Stack, error) {
 	log := telemetry.Logger(io.Discard, slog.LevelInfo)
-	if c.verbose {
+	if c.Verbose {
 		log = telemetry.Logger(stderr, slog.LevelInfo)
 	}
-	url := c.nats
+	url := c.NATS
 	if url == "" && cfg.NATS.URL.Reveal() == "" {
 		if conn, err := net.DialTimeout("tcp", cfg.NATS.Listen, 300*time.Millisecond); err == nil {
 			conn.Close()

@@ -16,19 +16,17 @@ import (
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-// cmdStatus lists the pipelines' schedules and recent runs from the schedule and run-state
+// statusCmd lists the pipelines' schedules and recent runs from the schedule and run-state
 // buckets; with --watch it redraws until interrupted.
-func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", args, stdout, stderr)
-	var c common
-	c.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "only this pipeline")
-	limit := fs.Int("limit", 20, "at most this many runs")
-	watch := fs.Bool("watch", false, "redraw until interrupted")
-	every := fs.Duration("interval", time.Second, "how often --watch redraws")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type statusCmd struct {
+	common
+	Pipeline string        `placeholder:"NAME" help:"only this pipeline"`
+	Limit    int           `default:"20" placeholder:"N" help:"at most this many runs"`
+	Watch    bool          `help:"redraw until interrupted"`
+	Interval time.Duration `default:"1s" placeholder:"D" help:"how often --watch redraws"`
+}
+
+func (c *statusCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg, err := c.load()
 	if err != nil {
 		return err
@@ -44,8 +42,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	v := statusView{cfg: cfg, js: st.JS, runs: st.Router.Runs(), states: states, pipeline: *pipeline, limit: *limit}
-	if !*watch {
+	v := statusView{cfg: cfg, js: st.JS, runs: st.Router.Runs(), states: states, pipeline: c.Pipeline, limit: c.Limit}
+	if !c.Watch {
 		return v.render(ctx, stdout)
 	}
 	tty := isTerminal(stdout)
@@ -57,7 +55,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		switch {
 		case tty:
-			fmt.Fprintf(stdout, "\033[H\033[2J%s  (every %s; Ctrl-C to stop)\n%s", time.Now().Format(time.DateTime), *every, b.Bytes())
+			fmt.Fprintf(stdout, "\033[H\033[2J%s  (every %s; Ctrl-C to stop)\n%s", time.Now().Format(time.DateTime), c.Interval, b.Bytes())
 		case !bytes.Equal(b.Bytes(), last): // a log: print only what changed
 			fmt.Fprintf(stdout, "--- %s\n%s", time.Now().Format(time.DateTime), b.Bytes())
 		}
@@ -65,7 +63,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(*every):
+		case <-time.After(c.Interval):
 		}
 	}
 }

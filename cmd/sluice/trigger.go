@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -13,37 +12,29 @@ import (
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-// cmdTrigger requests one run of a date (a rerun if the date ran before) and follows it.
-func cmdTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("trigger", args, stdout, stderr)
-	var l launch
-	l.register(fs.FlagSet)
-	pipeline := fs.String("pipeline", "", "pipeline name")
-	ds := fs.String("date", "", "execution date, YYYY-MM-DD")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := l.load(*pipeline)
+// triggerCmd requests one run of a date (a rerun if the date ran before) and follows it.
+type triggerCmd struct {
+	launch
+	Pipeline string `need:"" placeholder:"NAME" help:"pipeline name"`
+	Date     string `need:"" placeholder:"YYYY-MM-DD" help:"execution date"`
+}
+
+func (t *triggerCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
+	cfg, err := t.load(t.Pipeline)
 	if err != nil {
 		return err
 	}
-	if _, err := event.ParseDS(*ds); err != nil {
+	if _, err := event.ParseDS(t.Date); err != nil {
 		return err
 	}
-	return l.run(ctx, cfg, stdout, stderr, *pipeline, []string{*ds}, "cli", reprocessAll)
+	return t.launch.run(ctx, cfg, stdout, stderr, t.Pipeline, []string{t.Date}, "cli", reprocessAll)
 }
 
 // launch is what trigger and backfill share: flags, connecting, requesting, following.
 type launch struct {
 	common
-	detach  bool
-	timeout time.Duration
-}
-
-func (l *launch) register(fs *flag.FlagSet) {
-	l.common.register(fs)
-	fs.BoolVar(&l.detach, "detach", false, "request and return at once, without following the runs")
-	fs.DurationVar(&l.timeout, "timeout", 24*time.Hour, "give up following after this long (the runs go on)")
+	Detach  bool          `help:"request and return at once, without following the runs"`
+	Timeout time.Duration `default:"24h" placeholder:"D" help:"give up following after this long (the runs go on)"`
 }
 
 func (l *launch) load(pipeline string) (*config.Config, error) {
@@ -57,7 +48,7 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 	// an external server (nats.url or --nats), whose services are deployed against it (compose,
 	// Kubernetes): starting them here too would make this command a seventh consumer.
 	var services []app.Service
-	if !l.detach && l.nats == "" && cfg.NATS.URL.Reveal() == "" {
+	if !l.Detach && l.NATS == "" && cfg.NATS.URL.Reveal() == "" {
 		services = allServices
 	}
 	stackCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -92,10 +83,10 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 	}
 	fmt.Fprintf(stdout, "%s: %d date(s): %d requested, %d already queued, %d left as they were\n", pipeline, len(ds), queued, already, left)
 	p := &progress{out: stdout, tty: isTerminal(stdout), pipeline: pipeline, dates: ds, started: time.Now()}
-	if l.detach {
+	if l.Detach {
 		return p.report()
 	}
-	if err := p.follow(ctx, st.Router.Runs(), 500*time.Millisecond, l.timeout); err != nil {
+	if err := p.follow(ctx, st.Router.Runs(), 500*time.Millisecond, l.Timeout); err != nil {
 		return err
 	}
 	return p.report()
