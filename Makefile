@@ -146,6 +146,16 @@ bench-firstrun:
 bench-e2e:
 	bench/e2e/run.sh
 
+## bench-scale: generated pipelines x dates of small files (100 x 5) through a 3-node nats-server
+## cluster and the six service binaries, with 1 and then 2 replicas of every service; and the
+## scheduling process and the broker holding 100, 1,000 and 10,000 pipeline schedules; writes the
+## "Scale" section of bench/RESULTS.md. SCALE_FLAGS passes harness flags (-pipelines, -dates, ...).
+.PHONY: bench-scale
+bench-scale: build
+	@scripts/prepare.sh versitygw dbt
+	scripts/with-infra.sh $(ROOT)/.sluice/bench/scale/infra \
+		bash -c 'cd bench/scale && GOWORK=off go run . -results $(ROOT)/bench/RESULTS.md $(SCALE_FLAGS)'
+
 ## test-rules: the Prometheus alerting rules are valid and their unit tests pass
 test-rules: promtool
 	promtool check rules deploy/prometheus/rules/*.yml
