@@ -109,6 +109,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, b); err != nil {
 			return fmt.Errorf("provision kv %s: %w", b.Bucket, err)
 		}
+		if b.Replicas > 1 {
+			if err := leaderReads(ctx, js, "KV_"+b.Bucket); err != nil {
+				return fmt.Errorf("provision kv %s: %w", b.Bucket, err)
+			}
+		}
 	}
 	for _, c := range Consumers(o) {
 		if _, err := js.CreateOrUpdateConsumer(ctx, o.Stream, c.Config); err != nil {
@@ -116,6 +121,28 @@ func Provision(ctx context.Context, js jetstream.JetStream, o Options) error {
 		}
 	}
 	return nil
+}
+
+// leaderReads turns direct gets off for a replicated KV bucket's stream, so every read goes to
+// its leader. nats.go creates buckets with allow_direct, and then any replica answers a Get: a
+// follower that has not yet applied the last write answers with the value before it (on a
+// three-node cluster, about one read in five right after a write). Every writer of sluice's
+// buckets (run state, lease, schedule state) reads, then compare-and-sets on the revision it
+// read, so a stale read is a failed write; retried at once it meets the same follower and gives
+// up ("too much contention"). A KV handle looks at allow_direct when it binds, so services bind
+// after provisioning, as they do.
+func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return nil
+	}
+	cfg.AllowDirect = false
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // Durable consumer names. Each service pulls only from its own.
