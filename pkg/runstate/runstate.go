@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -147,7 +148,16 @@ func Key(pipeline, ds, runID string) string { return pipeline + "." + ds + "." +
 // is dropped too.
 func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error {
 	key := Key(r.Pipeline, r.DS, r.RunID)
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < updateAttempts; attempt++ {
+		if attempt > 0 {
+			// Another writer got in between our read and our write: the requester and the step
+			// handling the run both write it, and on a replicated bucket (R3) each write takes
+			// long enough (every replica syncs it) that retrying at once meets the next write
+			// again. Back off a little, randomly, so the writers stop lining up.
+			if err := sleep(ctx, time.Duration(attempt)*time.Millisecond+time.Duration(rand.Int64N(int64(5*time.Millisecond)))); err != nil {
+				return fmt.Errorf("write run %s: %w", key, err)
+			}
+		}
 		rec := Record{RunID: r.RunID, Pipeline: r.Pipeline, DS: r.DS, RequestedAt: r.RequestedAt, State: Queued}
 		var rev uint64
 		e, err := s.kv.Get(ctx, key)
@@ -183,6 +193,20 @@ func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error
 		}
 	}
 	return fmt.Errorf("write run %s: too much contention", key)
+}
+
+// updateAttempts bounds Update's compare-and-set loop.
+const updateAttempts = 20
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Get returns one run.

@@ -113,3 +113,40 @@ func TestStateNeverMovesBackwardUnderConcurrentSteps(t *testing.T) {
 		t.Fatalf("record at stage %d, %s %s; want the furthest write: stage %d, running %s", rec.Stage, rec.State, rec.Step, last.stage, last.step)
 	}
 }
+
+// Writers of one run's record racing each other (the requester recording the run as queued while
+// the sensor and the steps after it move it on) all get their write in: the compare-and-set loop
+// backs off between attempts instead of giving up with "too much contention".
+func TestConcurrentWritersAllLand(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Server(t))
+	if err := bus.Provision(t.Context(), js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := runstate.New(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := event.Run{RunID: "01M8ADKA5TWM9G3AJZJGH6NDNP", Pipeline: "orders", DS: "2024-01-03"}
+	const writers, each = 12, 10
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := s.Update(t.Context(), run, func(r *runstate.Record) { r.Attempts++ }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rec, err := s.Get(t.Context(), run.Pipeline, run.DS, run.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Attempts != writers*each {
+		t.Fatalf("%d writes landed, want %d", rec.Attempts, writers*each)
+	}
+}
