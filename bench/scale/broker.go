@@ -1,20 +1,26 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-etl/sluice/pkg/natstest/cluster"
 )
 
 // broker is the JetStream servers of one measurement: nats-server processes (the server module
-// sluice embeds, built by the harness), each with a file store synced on every write, formed into
-// one cluster over loopback routes when there are several.
+// sluice embeds) with a file store synced on every write: one server, or a cluster over loopback
+// routes (pkg/natstest/cluster, the chaos suite's kit) when there are several.
 type broker struct {
-	nodes []*proc
-	urls  []string // client URL of each node
+	single  *proc
+	cluster *cluster.Cluster
+	urls    []string // client URL of each node
 }
 
 func freePort() (int, error) {
@@ -26,60 +32,48 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startBroker(bin, dir string, n int) (*broker, error) {
-	clients, routes := make([]int, n), make([]int, n)
-	for i := range n {
-		var err error
-		if clients[i], err = freePort(); err != nil {
-			return nil, err
-		}
-		if routes[i], err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	b := &broker{}
-	for i := range n {
-		name := fmt.Sprintf("nats-%d", i+1)
-		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n",
-			name, clients[i], filepath.Join(dir, name))
-		if n > 1 {
-			var rs []string
-			for j := range n {
-				if j != i {
-					rs = append(rs, fmt.Sprintf("nats-route://127.0.0.1:%d", routes[j]))
-				}
-			}
-			conf += fmt.Sprintf("cluster {\n  name: sluice-scale\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", routes[i], strings.Join(rs, ", "))
-		}
-		path := filepath.Join(dir, name+".conf")
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			return nil, err
-		}
-		p, err := spawn(dir, name, os.Environ(), bin, "-c", path)
+func startBroker(ctx context.Context, bin, dir string, n int) (*broker, error) {
+	if n > 1 {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		c, err := cluster.Start(ctx, cluster.Options{Bin: bin, Dir: dir, Nodes: n, Name: "sluice-scale"})
 		if err != nil {
-			b.stop()
 			return nil, err
 		}
-		b.nodes = append(b.nodes, p)
-		b.urls = append(b.urls, fmt.Sprintf("nats://127.0.0.1:%d", clients[i]))
+		b := &broker{cluster: c}
+		for _, node := range c.Nodes {
+			b.urls = append(b.urls, node.URL())
+		}
+		return b, nil
 	}
-	for i, p := range b.nodes {
-		addr := strings.TrimPrefix(b.urls[i], "nats://")
-		err := await(30*time.Second, p.name+" to listen", func() (bool, error) {
-			if p.exited() {
-				out, _ := os.ReadFile(p.log)
-				return false, fmt.Errorf("%s exited:\n%s", p.name, tail(out, 2000))
-			}
-			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil, nil
-		})
-		if err != nil {
-			b.stop()
-			return nil, err
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", port, filepath.Join(dir, "nats"))
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := spawn(dir, "nats-server", os.Environ(), bin, "-c", path)
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{single: p, urls: []string{fmt.Sprintf("nats://127.0.0.1:%d", port)}}
+	err = await(30*time.Second, "nats-server to listen", func() (bool, error) {
+		if p.exited() {
+			out, _ := os.ReadFile(p.log)
+			return false, fmt.Errorf("nats-server exited:\n%s", tail(out, 2000))
 		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil, nil
+	})
+	if err != nil {
+		b.stop()
+		return nil, err
 	}
 	return b, nil
 }
@@ -87,16 +81,41 @@ func startBroker(bin, dir string, n int) (*broker, error) {
 // url is every node's client URL, as services take it.
 func (b *broker) url() string { return strings.Join(b.urls, ",") }
 
+// pids are the nodes' processes: found by their config file's path on their command line.
 func (b *broker) pids() []int {
+	if b.single != nil {
+		return []int{b.single.cmd.Process.Pid}
+	}
 	var pids []int
-	for _, p := range b.nodes {
-		pids = append(pids, p.cmd.Process.Pid)
+	for _, n := range b.cluster.Nodes {
+		if pid := pidOf(n.Conf); pid > 0 {
+			pids = append(pids, pid)
+		}
 	}
 	return pids
 }
 
 func (b *broker) stop() {
-	for _, p := range b.nodes {
-		p.stop(20 * time.Second)
+	if b.single != nil {
+		b.single.stop(20 * time.Second)
 	}
+	if b.cluster != nil {
+		b.cluster.Stop()
+	}
+}
+
+// pidOf is the process whose command line holds arg, or 0.
+func pidOf(arg string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && slices.Contains(strings.Split(string(b), "\x00"), arg) {
+			return pid
+		}
+	}
+	return 0
 }

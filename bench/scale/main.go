@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-etl/sluice/pkg/natstest/cluster"
 )
 
 func main() {
@@ -70,15 +72,12 @@ func main() {
 		log.Fatal(err)
 	}
 	// The broker is the server module sluice embeds, built as a binary of its own.
-	e.natsBin = filepath.Join(e.dir, "bin", "nats-server")
-	build := exec.Command("go", "build", "-o", e.natsBin, "github.com/nats-io/nats-server/v2")
-	build.Dir = filepath.Join(*root, "pkg")
-	if out, err := build.CombinedOutput(); err != nil {
-		log.Fatalf("build nats-server: %v\n%s", err, out)
+	if e.natsBin, err = cluster.Build(filepath.Join(*root, "pkg"), filepath.Join(e.dir, "bin")); err != nil {
+		log.Fatal(err)
 	}
 
 	started := time.Now()
-	rep := &report{started: started, args: os.Args[1:], nodes: *nodes, rows: *rows, loadStart: loadavg(), rev: revision(*root)}
+	rep := &report{started: started, args: os.Args[1:], nodes: *nodes, rows: *rows, loadStart: loadavg(), rev: revision(*root), window: *window}
 	if *only != "schedules" {
 		port, err := freePort()
 		if err != nil {

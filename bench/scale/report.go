@@ -15,6 +15,7 @@ type report struct {
 	nodes, rows        int
 	loadStart, loadEnd float64
 	rev                string
+	window             time.Duration
 	runs               []*runsResult
 	scheds             []schedResult
 }
@@ -196,23 +197,39 @@ func (rep *report) String() string {
 	}
 
 	if len(rep.scheds) > 0 {
-		base := rep.scheds[0]
+		// Pair each count's measurement with its control (the same pipelines, no schedule).
+		type pair struct{ with, without schedResult }
+		var pairs []pair
+		for _, r := range rep.scheds {
+			if !r.unscheduled {
+				pairs = append(pairs, pair{with: r})
+			} else if len(pairs) > 0 {
+				pairs[len(pairs)-1].without = r
+			}
+		}
+		mb := func(kb int64) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
 		w("### Pipeline schedules held in the broker\n\n")
 		w("For each count, a fresh broker (%d node(s)) and one `sluice-sensor` process — the scheduling process: at start it installs every configured pipeline's schedule as a JetStream message schedule (`@hourly`) and ticks each pipeline once — with that many scheduled pipelines (`start_date` 2099, so no tick requests a run). ",
 			rep.nodes)
-		w("Installed: process start to every schedule stored and every first tick handled. Then one sample a second for the window; medians. Broker: the nodes' RSS together. Baseline: the first row.\n\n")
-		w("| schedules | stored | installed in | process RSS (max) | vs baseline | heap in use | goroutines | broker RSS (max) | vs baseline | stream bytes | load |\n")
+		w("Started: process start to every schedule stored and every first tick handled. Then one sample a second for %s; medians. ", rep.window)
+		w("Control, measured right after each: the same process and config with the same pipelines but no schedule, so the difference is what the schedules cost (the rest is the pipelines' config). Broker: the nodes' RSS together.\n\n")
+		w("| scheduled pipelines | schedules stored | started in | process RSS | control (no schedules) | schedules' part | heap in use (control) | goroutines | broker RSS (control) | stream bytes | load |\n")
 		w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, s := range rep.scheds {
-			w("| %d | %d | %s | %.1f MB (%.1f) | ×%.2f | %.1f MB | %d | %.1f MB (%.1f) | ×%.2f | %.1f MB | %.2f |\n", s.schedules, s.stored, secs(s.installed),
-				float64(s.rssKB)/1024, float64(s.rssMaxKB)/1024, float64(s.rssKB)/float64(base.rssKB), float64(s.heapInuse)/(1<<20), s.goroutines,
-				float64(s.brokerKB)/1024, float64(s.brokerMaxKB)/1024, float64(s.brokerKB)/float64(base.brokerKB), float64(s.streamBytes)/(1<<20), s.load)
+		for _, p := range pairs {
+			s, c := p.with, p.without
+			w("| %d | %d | %s | %s | %s | %s | %.1f MB (%.1f MB) | %d | %s (%s) | %.1f MB | %.2f |\n", s.schedules, s.stored, secs(s.installed),
+				mb(s.rssKB), mb(c.rssKB), mb(s.rssKB-c.rssKB), float64(s.heapInuse)/(1<<20), float64(c.heapInuse)/(1<<20), s.goroutines,
+				mb(s.brokerKB), mb(c.brokerKB), float64(s.streamBytes)/(1<<20), s.load)
 		}
-		if len(rep.scheds) > 1 {
-			last := rep.scheds[len(rep.scheds)-1]
-			dn := float64(last.schedules - base.schedules)
-			w("\n- Per schedule added from %d to %d: process RSS %+.1f KB, heap %+.1f KB, broker RSS %+.1f KB.\n",
-				base.schedules, last.schedules, float64(last.rssKB-base.rssKB)/dn, float64(last.heapInuse-base.heapInuse)/1024/dn, float64(last.brokerKB-base.brokerKB)/dn)
+		if len(pairs) > 1 {
+			f, l := pairs[0], pairs[len(pairs)-1]
+			dn := float64(l.with.schedules - f.with.schedules)
+			per := func(a, b int64) float64 { return float64(a-b) / dn }
+			w("\n- Per pipeline added from %d to %d, with a schedule: process RSS %+.1f KB, heap %+.1f KB, broker RSS %+.1f KB; without (control): process RSS %+.1f KB, heap %+.1f KB, broker RSS %+.1f KB.\n",
+				f.with.schedules, l.with.schedules, per(l.with.rssKB, f.with.rssKB), per(l.with.heapInuse, f.with.heapInuse)/1024, per(l.with.brokerKB, f.with.brokerKB),
+				per(l.without.rssKB, f.without.rssKB), per(l.without.heapInuse, f.without.heapInuse)/1024, per(l.without.brokerKB, f.without.brokerKB))
+			w("- The schedules' own part (process RSS with schedules minus the control) per schedule: %+.1f KB in the process, %+.1f KB in the broker.\n",
+				per(l.with.rssKB-l.without.rssKB, f.with.rssKB-f.without.rssKB), per(l.with.brokerKB-l.without.brokerKB, f.with.brokerKB-f.without.brokerKB))
 		}
 		w("\n")
 	}

@@ -175,7 +175,7 @@ func measureRuns(ctx context.Context, e *env, replicas, pipelines, dates int, ti
 		return nil, err
 	}
 
-	b, err := startBroker(e.natsBin, dir, e.nodes)
+	b, err := startBroker(ctx, e.natsBin, dir, e.nodes)
 	if err != nil {
 		return nil, err
 	}

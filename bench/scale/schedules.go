@@ -22,6 +22,7 @@ import (
 // schedResult is the scheduling process and the broker holding n pipeline schedules.
 type schedResult struct {
 	schedules   int
+	unscheduled bool          // the control: the same pipelines without a schedule
 	installed   time.Duration // process start to every schedule stored and its first tick handled
 	stored      uint64        // schedule messages the stream holds
 	rssKB       int64         // the scheduling process, median over the window
@@ -42,20 +43,22 @@ type schedResult struct {
 func measureSchedules(ctx context.Context, e *env, bin string, counts []int, window time.Duration) ([]schedResult, error) {
 	var out []schedResult
 	for _, n := range counts {
-		r, err := measureSchedulesAt(ctx, e, bin, n, window)
-		if err != nil {
-			return nil, fmt.Errorf("%d schedules: %w", n, err)
+		for _, unscheduled := range []bool{false, true} {
+			r, err := measureSchedulesAt(ctx, e, bin, n, unscheduled, window)
+			if err != nil {
+				return nil, fmt.Errorf("%d schedules: %w", n, err)
+			}
+			log.Printf("pipelines %d (unscheduled %v): started in %s, process RSS %.1f MB, heap %.1f MB, broker RSS %.1f MB", n, unscheduled,
+				r.installed.Round(time.Millisecond), float64(r.rssKB)/1024, float64(r.heapInuse)/(1<<20), float64(r.brokerKB)/1024)
+			out = append(out, r)
 		}
-		log.Printf("schedules %d: installed in %s, process RSS %.1f MB, heap %.1f MB, broker RSS %.1f MB",
-			n, r.installed.Round(time.Millisecond), float64(r.rssKB)/1024, float64(r.heapInuse)/(1<<20), float64(r.brokerKB)/1024)
-		out = append(out, r)
 	}
 	return out, nil
 }
 
-func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, window time.Duration) (schedResult, error) {
-	res := schedResult{schedules: n}
-	dir := filepath.Join(e.dir, fmt.Sprintf("schedules-%d", n))
+func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, unscheduled bool, window time.Duration) (schedResult, error) {
+	res := schedResult{schedules: n, unscheduled: unscheduled}
+	dir := filepath.Join(e.dir, fmt.Sprintf("schedules-%d-%v", n, !unscheduled))
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
@@ -65,17 +68,22 @@ func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, window t
 		replicas = 3
 	}
 	// The schedules never come due in the measurement: every interval before start_date is
-	// skipped, so the first ticks request nothing and the process holds only the schedules.
+	// skipped, so the first ticks request nothing and the process holds only the schedules. The
+	// control has the same pipelines without a schedule: what the config alone costs.
+	sched := "    schedule: \"@hourly\"\n    start_date: \"2099-01-01\"\n"
+	if unscheduled {
+		sched = ""
+	}
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "nats:\n  url: env:NATS_URL\n  replicas: %d\npostgres:\n  url: env:PG_URL\ns3:\n  bucket: unused\npipelines:\n", replicas)
 	for i := range n {
-		fmt.Fprintf(&cfg, "  - name: s%05d\n    contract: orders\n    schedule: \"@hourly\"\n    start_date: \"2099-01-01\"\n    source:\n      url: http://127.0.0.1:9/s%05d/{ds}.csv\n", i, i)
+		fmt.Fprintf(&cfg, "  - name: s%05d\n    contract: orders\n%s    source:\n      url: http://127.0.0.1:9/s%05d/{ds}.csv\n", i, sched, i)
 	}
 	cfgPath := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o600); err != nil {
 		return res, err
 	}
-	b, err := startBroker(e.natsBin, dir, e.nodes)
+	b, err := startBroker(ctx, e.natsBin, dir, e.nodes)
 	if err != nil {
 		return res, err
 	}
@@ -127,6 +135,9 @@ func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, window t
 			return false, err
 		}
 		res.stored = uint64(len(info.State.Subjects))
+		if unscheduled {
+			return true, nil
+		}
 		if res.stored < uint64(n) {
 			return false, nil
 		}
