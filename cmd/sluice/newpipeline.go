@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,9 @@ import (
 	"regexp"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
 )
 
 // newPipelineCmd scaffolds a pipeline: a contract skeleton (unless the file exists), the dbt
@@ -196,17 +197,27 @@ func dbtProjectDir(cfg []byte) string {
 // pipelinesLast reports whether the config's last top-level key is pipelines, so a block
 // appended to the file lands in its list.
 func pipelinesLast(cfg []byte) bool {
-	var root yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(cfg)).Decode(&root); err != nil || len(root.Content) == 0 {
+	file, err := parser.ParseBytes(cfg, 0)
+	if err != nil || len(file.Docs) == 0 {
 		return false
 	}
-	m := root.Content[0]
-	if m.Kind != yaml.MappingNode || len(m.Content) < 2 {
+	var last *ast.MappingValueNode
+	switch m := file.Docs[0].Body.(type) {
+	case *ast.MappingNode:
+		if len(m.Values) > 0 {
+			last = m.Values[len(m.Values)-1]
+		}
+	case *ast.MappingValueNode: // a mapping of one key
+		last = m
+	}
+	if last == nil || last.Key.GetToken().Value != "pipelines" {
 		return false
 	}
-	last := m.Content[len(m.Content)-2]
-	v := m.Content[len(m.Content)-1]
-	return last.Value == "pipelines" && (v.Kind == yaml.SequenceNode || v.Tag == "!!null")
+	switch last.Value.(type) {
+	case *ast.SequenceNode, *ast.NullNode:
+		return true
+	}
+	return false
 }
 
 const contractSkeleton = `{

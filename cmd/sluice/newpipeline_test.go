@@ -183,3 +183,21 @@ func TestNewPipelineThenRun(t *testing.T) {
 		t.Fatalf("stock =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+func TestPipelinesLast(t *testing.T) {
+	for text, want := range map[string]bool{
+		"nats:\n  listen: x\npipelines:\n":                   true,
+		"pipelines:\n":                                       true,
+		"# c\npipelines:\n  - name: a\n# trailing comment\n": true,
+		"pipelines:\n  - name: a\ndbt:\n  threads: 2\n":      false,
+		"pipelines: {}\n":                                    false,
+		"nats: [\n":                                          false,
+		"":                                                   false,
+		"nats:\n  listen: x\npipelines: []\n":                true,
+		"nats:\n  listen: x\npipelines:\n  - name: a\n    x: 1\n": true,
+	} {
+		if got := pipelinesLast([]byte(text)); got != want {
+			t.Errorf("pipelinesLast(%q) = %v, want %v", text, got, want)
+		}
+	}
+}

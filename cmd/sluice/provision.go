@@ -104,34 +104,9 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if rolesFile != "" {
-		script, err := os.ReadFile(rolesFile)
-		if err != nil {
-			return "", err
-		}
-		if _, err := conn.Exec(ctx, string(script)); err != nil {
-			return "", fmt.Errorf("%s: %w", rolesFile, err)
-		}
-	}
-	var haveRoles bool
-	if err := conn.QueryRow(ctx, "SELECT count(*) = $1 FROM pg_roles WHERE rolname = ANY($2)", len(pgRoles), roleNames()).Scan(&haveRoles); err != nil {
+	haveRoles, passwords, err := provisionRoles(ctx, conn, rolesFile, lookup)
+	if err != nil {
 		return "", err
-	}
-	passwords := 0
-	for _, r := range pgRoles {
-		pw, ok := lookup(r.passwordVar)
-		if !ok || !haveRoles {
-			continue
-		}
-		// ALTER ROLE takes no parameters: the server quotes the literal (format %L).
-		var stmt string
-		if err := conn.QueryRow(ctx, "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", r.name, pw).Scan(&stmt); err != nil {
-			return "", err
-		}
-		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return "", fmt.Errorf("set the password of %s: %w", r.name, err)
-		}
-		passwords++
 	}
 	contracts, err := contract.ForPipelines(cfg.Pipelines, cfg.Dir)
 	if err != nil {
@@ -152,46 +127,16 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	for _, p := range cfg.Pipelines {
-		c := contracts[p.Name]
-		for _, stmt := range []string{partitioner.TargetDDL(c, p.Target), partitioner.KeyIndexDDL(c, p.Target)} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return "", fmt.Errorf("pipeline %s: %s: %w", p.Name, stmt, err)
-			}
-		}
-		if !haveRoles {
-			continue
-		}
-		for _, stmt := range grants(p) {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return "", fmt.Errorf("pipeline %s: %s: %w", p.Name, stmt, err)
-			}
-		}
-		// Partitions made before (by the admin, or before the roles existed) change owner too:
-		// only the owner may detach and drop them.
-		rows, err := tx.Query(ctx, `SELECT format('ALTER TABLE %I.%I OWNER TO sluice_partitioner', n.nspname, c.relname)
-			FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE i.inhparent = to_regclass($1)`, pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize())
-		if err != nil {
+		if err := provisionTarget(ctx, tx, p, contracts[p.Name], haveRoles); err != nil {
 			return "", err
-		}
-		stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return "", err
-		}
-		for _, stmt := range stmts {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return "", fmt.Errorf("pipeline %s: %s: %w", p.Name, stmt, err)
-			}
 		}
 	}
 	if haveRoles {
-		for _, stmt := range []string{
+		if err := execAll(ctx, tx, "", []string{
 			"GRANT SELECT, INSERT, UPDATE ON sluice_fences TO sluice_loader, sluice_partitioner, sluice_dbt",
 			"GRANT SELECT ON sluice_fences TO sluice_reader",
-		} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				return "", fmt.Errorf("%s: %w", stmt, err)
-			}
+		}); err != nil {
+			return "", err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -202,6 +147,77 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 		return msg + "; no sluice roles (apply deploy/postgres/roles.sql with --roles for least privilege)", nil
 	}
 	return fmt.Sprintf("%s, owned and granted to the sluice roles (%d passwords set)", msg, passwords), nil
+}
+
+// provisionRoles applies the roles script (when given), says whether every sluice role exists,
+// and then sets the password of each whose variable is set.
+func provisionRoles(ctx context.Context, conn *pgx.Conn, rolesFile string, lookup func(string) (string, bool)) (haveRoles bool, passwords int, err error) {
+	if rolesFile != "" {
+		script, err := os.ReadFile(rolesFile)
+		if err != nil {
+			return false, 0, err
+		}
+		if _, err := conn.Exec(ctx, string(script)); err != nil {
+			return false, 0, fmt.Errorf("%s: %w", rolesFile, err)
+		}
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*) = $1 FROM pg_roles WHERE rolname = ANY($2)", len(pgRoles), roleNames()).Scan(&haveRoles); err != nil {
+		return false, 0, err
+	}
+	for _, r := range pgRoles {
+		pw, ok := lookup(r.passwordVar)
+		if !ok || !haveRoles {
+			continue
+		}
+		// ALTER ROLE takes no parameters: the server quotes the literal (format %L).
+		var stmt string
+		if err := conn.QueryRow(ctx, "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)", r.name, pw).Scan(&stmt); err != nil {
+			return false, 0, err
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return false, 0, fmt.Errorf("set the password of %s: %w", r.name, err)
+		}
+		passwords++
+	}
+	return haveRoles, passwords, nil
+}
+
+// provisionTarget creates a pipeline's target table and key index and, when the sluice roles
+// exist, gives them their grants and the partitioner the ownership of its partitions.
+func provisionTarget(ctx context.Context, tx pgx.Tx, p config.Pipeline, c *contract.Contract, haveRoles bool) error {
+	where := "pipeline " + p.Name + ": "
+	if err := execAll(ctx, tx, where, []string{partitioner.TargetDDL(c, p.Target), partitioner.KeyIndexDDL(c, p.Target)}); err != nil {
+		return err
+	}
+	if !haveRoles {
+		return nil
+	}
+	if err := execAll(ctx, tx, where, grants(p)); err != nil {
+		return err
+	}
+	// Partitions made before (by the admin, or before the roles existed) change owner too:
+	// only the owner may detach and drop them.
+	rows, err := tx.Query(ctx, `SELECT format('ALTER TABLE %I.%I OWNER TO sluice_partitioner', n.nspname, c.relname)
+		FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE i.inhparent = to_regclass($1)`, pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize())
+	if err != nil {
+		return err
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	return execAll(ctx, tx, where, stmts)
+}
+
+// execAll runs the statements in order; an error names where (a prefix) and the statement.
+func execAll(ctx context.Context, tx pgx.Tx, where string, stmts []string) error {
+	for _, stmt := range stmts {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s%s: %w", where, stmt, err)
+		}
+	}
+	return nil
 }
 
 func roleNames() []string {

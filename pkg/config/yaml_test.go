@@ -1,0 +1,26 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sluice-etl/sluice/pkg/config"
+)
+
+// The YAML library's own positions, not its error text, give the line of a decoding error;
+// of several unknown keys the first in the file is named.
+func TestDecodeErrorsNameTheirLine(t *testing.T) {
+	for _, tc := range []struct{ old, new, want string }{
+		{"    source:\n", "    sourse:\n      x: 1\n    targett: {}\n    source:\n", "sluice.yaml:15: field sourse not found"},
+		{"  bucket: landing\n", "  bucket: landing\n  bucket: other\n", "sluice.yaml:7: "},
+		{"  subject_prefix: etl\n", "  subject_prefix: [etl\n", "sluice.yaml:3: "},
+		{"    source:\n", "    lease:\n      ttl: 5\n    source:\n", "sluice.yaml:16: cannot unmarshal"},
+		{"    source:\n", "    deadlines: {fetcher: 2 hours}\n    source:\n", `sluice.yaml:15: cannot unmarshal "2 hours" into time.Duration`},
+	} {
+		text := strings.Replace(good, tc.old, tc.new, 1)
+		_, err := config.Parse("sluice.yaml", []byte(text))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want it to start with %q", tc.new, err, tc.want)
+		}
+	}
+}
