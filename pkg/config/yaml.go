@@ -28,13 +28,27 @@ func decode(name string, b []byte, cfg *Config) (ast.Node, error) {
 	if root == nil {
 		return nil, nil // an empty file: validation names what is missing
 	}
-	if err := yaml.NodeToValue(root, cfg, yaml.Strict()); err != nil {
+	if err := yaml.NodeToValue(root, cfg, yaml.Strict(), yaml.CustomUnmarshaler(decodeBool)); err != nil {
 		if line, msg, ok := firstMismatch(root, reflect.TypeOf(cfg).Elem()); ok {
 			return nil, fmt.Errorf("%s:%d: %s", name, line, msg)
 		}
 		return nil, positioned(name, err)
 	}
 	return root, nil
+}
+
+// decodeBool reads a bool as yaml.v3 did, which sluice used before: YAML 1.1's y/yes/on and
+// n/no/off are bools too (goccy/go-yaml takes only true and false).
+func decodeBool(v *bool, b []byte) error {
+	switch s := strings.Trim(strings.TrimSpace(string(b)), `"'`); s {
+	case "true", "True", "TRUE", "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+		*v = true
+	case "false", "False", "FALSE", "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+		*v = false
+	default:
+		return fmt.Errorf("cannot unmarshal %q into bool", s)
+	}
+	return nil
 }
 
 // positioned is a YAML library error as "name:line: message".
@@ -53,8 +67,8 @@ func positioned(name string, err error) error {
 }
 
 // firstMismatch walks the tree along typ for the first key, in file order, that typ has no
-// field for, or value meant for a time.Duration that is not one. The library reports an
-// unknown key of several in map order, and a bad duration without a position.
+// field for, or value meant for a time.Duration or a bool that is not one. The library reports
+// an unknown key of several in map order, and those bad values without a position.
 func firstMismatch(n ast.Node, typ reflect.Type) (line int, msg string, ok bool) {
 	for typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
@@ -64,6 +78,15 @@ func firstMismatch(n ast.Node, typ reflect.Type) (line int, msg string, ok bool)
 		if s, isString := n.(*ast.StringNode); isString {
 			if _, err := time.ParseDuration(s.Value); err != nil {
 				return s.GetToken().Position.Line, fmt.Sprintf("cannot unmarshal %q into time.Duration", s.Value), true
+			}
+		}
+		return 0, "", false
+	}
+	if typ.Kind() == reflect.Bool {
+		var b bool
+		if s, isScalar := n.(ast.ScalarNode); isScalar {
+			if err := decodeBool(&b, []byte(s.String())); err != nil {
+				return s.GetToken().Position.Line, err.Error(), true
 			}
 		}
 		return 0, "", false

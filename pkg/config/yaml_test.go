@@ -24,3 +24,17 @@ func TestDecodeErrorsNameTheirLine(t *testing.T) {
 		}
 	}
 }
+
+// Bools read as they did with yaml.v3 (YAML 1.1's yes/no/on/off too); anything else names its line.
+func TestBoolsReadAsBefore(t *testing.T) {
+	for value, want := range map[string]bool{"true": true, "yes": true, "On": true, "y": true, "false": false, "no": false, "OFF": false, `"yes"`: true} {
+		cfg, err := config.Parse("sluice.yaml", []byte(strings.Replace(good, "  bucket: landing\n", "  bucket: landing\n  path_style: "+value+"\n", 1)))
+		if err != nil || cfg.S3.PathStyle != want {
+			t.Errorf("path_style: %s: %v, error %v; want %v", value, cfg != nil && cfg.S3.PathStyle, err, want)
+		}
+	}
+	_, err := config.Parse("sluice.yaml", []byte(strings.Replace(good, "  bucket: landing\n", "  bucket: landing\n  path_style: maybe\n", 1)))
+	if err == nil || !strings.HasPrefix(err.Error(), `sluice.yaml:7: cannot unmarshal "maybe" into bool`) {
+		t.Errorf("path_style: maybe: error %v", err)
+	}
+}
