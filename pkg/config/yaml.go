@@ -28,7 +28,7 @@ func decode(name string, b []byte, cfg *Config) (ast.Node, error) {
 	if root == nil {
 		return nil, nil // an empty file: validation names what is missing
 	}
-	if err := yaml.NodeToValue(root, cfg, yaml.Strict(), yaml.CustomUnmarshaler(decodeBool)); err != nil {
+	if err := yaml.NodeToValue(root, cfg, yaml.Strict(), yaml.CustomUnmarshaler(decodeBool), yaml.CustomUnmarshaler(decodeString)); err != nil {
 		if line, msg, ok := firstMismatch(root, reflect.TypeOf(cfg).Elem()); ok {
 			return nil, fmt.Errorf("%s:%d: %s", name, line, msg)
 		}
@@ -47,6 +47,24 @@ func decodeBool(v *bool, b []byte) error {
 		*v = false
 	default:
 		return fmt.Errorf("cannot unmarshal %q into bool", s)
+	}
+	return nil
+}
+
+// decodeString reads a string as yaml.v3 did: a plain scalar that YAML reads as a number, a
+// bool or a date keeps its text (bucket: 0755 is "0755", where goccy/go-yaml would give "493").
+func decodeString(v *string, b []byte) error {
+	var x any
+	if err := yaml.Unmarshal(b, &x); err != nil {
+		return err
+	}
+	switch x := x.(type) {
+	case string:
+		*v = x
+	case nil:
+		*v = ""
+	default:
+		*v = strings.TrimSpace(string(b))
 	}
 	return nil
 }

@@ -38,3 +38,17 @@ func TestBoolsReadAsBefore(t *testing.T) {
 		t.Errorf("path_style: maybe: error %v", err)
 	}
 }
+
+// Strings read as they did with yaml.v3: what YAML would take for a number keeps its text.
+func TestStringsKeepTheirText(t *testing.T) {
+	for value, want := range map[string]string{"0755": "0755", `"0755"`: "0755", "1e3": "1e3", "0x10": "0x10", "true": "true", "2026-11-01": "2026-11-01",
+		"landing": "landing", "'a: b'": "a: b", "~": "", "|\n    two\n    lines": "two\nlines\n", ">-\n    folded\n    text": "folded text"} {
+		cfg, err := config.Parse("sluice.yaml", []byte(strings.Replace(good, "  bucket: landing\n", "  bucket: landing\n  region: "+value+"\n", 1)))
+		if want == "" {
+			want = "us-east-1" // null: the default
+		}
+		if err != nil || cfg.S3.Region != want {
+			t.Errorf("region: %s: %q, error %v; want %q", value, cfg.S3.Region, err, want)
+		}
+	}
+}
