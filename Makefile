@@ -156,6 +156,14 @@ bench-scale: build
 	scripts/with-infra.sh $(ROOT)/.sluice/bench/scale/infra \
 		bash -c 'cd bench/scale && GOWORK=off go run . -results $(ROOT)/bench/RESULTS.md $(SCALE_FLAGS)'
 
+## bench-airflow: sluice against Apache Airflow 3 running the seed's DAG on the same files, dbt
+## project, PostgreSQL and S3: 30 small dates, 10 whose file appears while the sensors wait, one
+## 999,999-row date, interleaved; installs Airflow into .sluice/airflow/venv; writes the "sluice vs
+## Airflow" section of bench/RESULTS.md (bench/airflow/README.md; about 30–40 minutes)
+.PHONY: bench-airflow
+bench-airflow:
+	bench/airflow/run.sh
+
 ## test-rules: the Prometheus alerting rules are valid and their unit tests pass
 test-rules: promtool
 	promtool check rules deploy/prometheus/rules/*.yml

@@ -16,51 +16,34 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/bench/e2e
 work=${BENCH_DIR:-$root/.sluice/bench/e2e}
 bin=$work/bin
-say() { echo "bench-e2e: $*" >&2; }
+bench_name=bench-e2e
 export SIZES=${SIZES:-1000 100000} HIST_SIZES=${HIST_SIZES-1000} HIST_ROWS=${HIST_ROWS:-1000000}
 export HIST_DAYS=${HIST_DAYS:-100} REPS=${REPS:-3}
 ds=2026-11-25
 
+. "$root/bench/lib.sh"
 if [ "${1:-}" != --measure ]; then
-  "$root/scripts/prepare.sh" versitygw dbt >&2
-  mkdir -p "$bin"
-  say "building sluice"
-  (cd "$root/cmd/sluice" && go build -o "$bin/sluice" .)
-  rm -rf "$work/infra" "$work/runs" "$work/results.jsonl"
-  exec "$root/scripts/with-infra.sh" "$work/infra" "$0" --measure
+  rm -rf "$work/runs" "$work/results.jsonl"
+  bench_setup
 fi
 
 # From here on scripts/with-infra.sh has started PostgreSQL and versitygw and exported their
 # addresses; it stops them when this script ends.
+bench_infra
 results=$work/results.jsonl
 runs=$work/runs
 mkdir -p "$runs"
-admin=$SLUICE_TEST_DATABASE_URL
-dburl() { echo "${admin/\/postgres\?//$1?}"; }
-asql() { PGOPTIONS='-c client_min_messages=warning' psql -qX -v ON_ERROR_STOP=1 "$admin" -c "$1" >/dev/null; }
-sql() { psql -qX -v ON_ERROR_STOP=1 "$(dburl "$1")" -c "$2" >/dev/null; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pg_pid=$(head -1 "$(psql -X -tA "$admin" -c 'SHOW data_directory')/postmaster.pid")
 
 # One sample source per size, on free ports; each serves the same file to sluice and to psql.
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 declare -A src
 for n in $(printf '%s\n' $SIZES $HIST_SIZES | sort -un); do
-  port=$(free_port)
-  "$bin/sluice" sample-source -addr "127.0.0.1:$port" -rows "$n" >"$work/source-$n.log" 2>&1 &
-  pids+=($!)
-  src[$n]=http://127.0.0.1:$port
-  for _ in $(seq 1 100); do curl -fs -o /dev/null "${src[$n]}/healthz" && break; sleep 0.1; done
-  curl -fs -o /dev/null "${src[$n]}/healthz" || { say "the sample source of $n rows did not start:"; cat "$work/source-$n.log" >&2; exit 1; }
+  bench_source "$n" -rows "$n"
+  src[$n]=$source_url
   curl -fsS -o "$work/orders-$n.csv" "${src[$n]}/data/$ds.csv"
   say "source of $n rows: ${src[$n]} ($(($(wc -l <"$work/orders-$n.csv") - 1)) lines in $ds.csv)"
 done
 
-# The target as the partitioner creates it (services/partitioner TargetDDL, KeyIndexDDL).
-target_ddl="CREATE TABLE public.orders (order_id bigint NOT NULL, customer_id integer NOT NULL,
-  amount numeric NOT NULL, updated_at timestamptz NOT NULL, load_date date NOT NULL) PARTITION BY RANGE (load_date);
-  CREATE INDEX orders_order_id_idx ON public.orders (order_id)"
+# target_ddl (bench/lib.sh): the target as the partitioner creates it.
 part_ddl() { # part_ddl DAY: the partition the partitioner would name for DAY
   echo "CREATE TABLE IF NOT EXISTS public.orders_p${1//-/} PARTITION OF public.orders FOR VALUES FROM ('$1') TO (DATE '$1' + 1)"
 }
