@@ -54,7 +54,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 bench_source() {
   local name=$1 port; shift
   port=$(free_port)
-  "$bin/sluice" sample-source -addr "127.0.0.1:$port" "$@" >"$work/source-$name.log" 2>&1 &
+  "$bin/sluice" sample-source --addr "127.0.0.1:$port" "$@" >"$work/source-$name.log" 2>&1 &
   pids+=($!)
   source_url=http://127.0.0.1:$port
   for _ in $(seq 1 100); do curl -fs -o /dev/null "$source_url/healthz" && return 0; sleep 0.1; done

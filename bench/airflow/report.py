@@ -137,7 +137,7 @@ def main():
             vis_label = fmt(p["vis"]) + (f" ({span(p['viss'])})" if span(p["viss"]) else "")
             if kind == "small":
                 vis_label += " (from the request)"
-            L.append(f"| {label} | {NAMES[s]} | {p['n']} | {fmt(p['wall'])} ({span(p['walls'])}) | {fmt(p['total'], 1)} | "
+            L.append(f"| {label} | {NAMES[s]} | {p['n']} | {fmt(p['wall'])}{' (' + span(p['walls']) + ')' if span(p['walls']) else ''} | {fmt(p['total'], 1)} | "
                      f"{vis_label} | {p['cpu']:.2f} / {p['pgcpu']:.2f} | {mb(p['pss'])} | "
                      + (f"{rw:.1f}× / {rv:.1f}× / {rc:.1f}×" if s == "airflow" and rw and rv and rc else "") + " |")
     if idle:

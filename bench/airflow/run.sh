@@ -53,14 +53,14 @@ big=""; [ "$BIG_ROWS" -gt 0 ] && big=$(day $((SMALL + GATED + 1)))
 
 # The files: the sample source's orders, generated once; each system's source serves a directory
 # into which the harness links a date's file when that date is to be available.
-bench_source gen -rows "$ROWS"
+bench_source gen --rows "$ROWS"
 for d in $warmup $small $gated; do curl -fsS -o "$work/files/$d.csv" "$source_url/data/$d.csv"; done
 if [ -n "$big" ]; then
-  bench_source gen-big -rows "$BIG_ROWS"
+  bench_source gen-big --rows "$BIG_ROWS"
   curl -fsS -o "$work/files/$big.csv" "$source_url/data/$big.csv"
 fi
-bench_source sluice -dir "$work/served-sluice"; src_sluice=$source_url
-bench_source airflow -dir "$work/served-airflow"; src_airflow=$source_url
+bench_source sluice --dir "$work/served-sluice"; src_sluice=$source_url
+bench_source airflow --dir "$work/served-airflow"; src_airflow=$source_url
 say "files: $(ls "$work/files" | wc -l) dates in $work/files; sources: sluice $src_sluice, Airflow $src_airflow"
 
 asql 'CREATE DATABASE sluice_target'
