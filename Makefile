@@ -12,12 +12,15 @@ COMPOSE_VERSION := v5.6.0
 DOCKER_DIR := $(ROOT)/.sluice/docker
 DOCKER_ENV := DOCKER_HOST=unix://$(DOCKER_DIR)/docker.sock DOCKER_CONFIG=$(DOCKER_DIR)/config
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check tools/versitygw
+# The benchmark harnesses (bench/): modules of their own, outside go.work, run with GOWORK=off;
+# vetted and version-checked with the others.
+BENCH_MODULES := bench/console bench/sensor bench/datapath
 # deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
 TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 35m
 
 .PHONY: docker-engine docker-stop compose-plugin images compose-test
-.PHONY: all tools build test chaos demo dev-env dev-env-stop check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
+.PHONY: all tools build vet test chaos demo dev-env dev-env-stop check-versions fmt clean bench-sensor bench-datapath bench-console promtool chromium test-rules test-jaeger trace-demo console-screenshots infra-check bench-firstrun
 
 all: build
 
@@ -87,16 +90,23 @@ compose-test: images compose-plugin
 build:
 	@scripts/prepare.sh sluice services
 
-## check-versions: every module requires the same version of each shared dependency
+## check-versions: every module (the benchmark harnesses' too) requires the same version of each
+## shared dependency
 check-versions:
-	go run ./cmd/sluice/internal/checkversions $(MODULES)
+	go run ./cmd/sluice/internal/checkversions $(MODULES) $(BENCH_MODULES)
+
+## vet: go vet of every module, the benchmark harnesses and the build-tagged test files
+vet:
+	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	@for m in $(BENCH_MODULES); do (cd $$m && GOWORK=off go vet ./...) || exit 1; done
+	@(cd pkg && go vet -tags chaos ./crash/ ./flow/)
+	@(cd cmd/sluice && go vet -tags compose,jaeger .)
 
 ## test: vet, version check, and every module's tests against real PostgreSQL, S3 and dbt,
 ## with the fast subset of the fault-injection suite (SLUICE_CHAOS=fast)
 test: tools
-	@for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
+	$(MAKE) --no-print-directory vet
 	$(MAKE) --no-print-directory test-rules
-	@(cd pkg && go vet -tags chaos ./crash/ ./flow/)
 	$(MAKE) --no-print-directory check-versions
 	$(MAKE) --no-print-directory infra-check
 	SLUICE_CHAOS=fast scripts/with-infra.sh $(ROOT)/.sluice/test bash -c 'set -e; for m in $(TEST_MODULES); do (cd $$m && go test $(GOTEST_FLAGS) ./...); done'

@@ -73,8 +73,9 @@ standin() {
   docker save -o "$tar.tmp" "$img" && mv "$tar.tmp" "$tar"
 }
 
-# gobuild OUT DIR PKG: a static, stripped binary with the flags the Dockerfiles use
-gobuild() { (cd "$2" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$1" "$3"); }
+# gobuild OUT DIR PKG: a static, stripped binary with the flags the Dockerfile uses (grpcnotrace:
+# see scripts/prepare.sh)
+gobuild() { (cd "$2" && CGO_ENABLED=0 go build -tags grpcnotrace -trimpath -ldflags='-s -w' -o "$1" "$3"); }
 
 log "static binaries (host Go $(go env GOVERSION))"
 gobuild "$bin/sluice" cmd/sluice .

@@ -45,7 +45,7 @@ if [ "${1:-}" != --measure ]; then
   fi
   mkdir -p "$bin" "$work/data"
   say "building"
-  (cd "$root/cmd/sluice" && go build -o "$bin/sluice" . && go build -o "$bin/benchdatapath" ./internal/benchdatapath)
+  (cd "$root/cmd/sluice" && go build -o "$bin/sluice" .) && (cd "$here" && GOWORK=off go build -o "$bin/benchdatapath" .)
   rm -f "$work"/data/*.csv
   say "generating $small rows ($small_ds.csv) and $big rows ($big_ds.csv)"
   "$bin/benchdatapath" gen -rows "$rows" -out "$work/data/$small_ds.csv"
@@ -78,7 +78,7 @@ curl -fs -o /dev/null "$src/healthz" || { cat "$work/source.log" >&2; exit 1; }
 sql "ALTER TABLE public.staging_orders ALTER load_date SET DEFAULT DATE '$small_ds', ALTER run_id SET DEFAULT 'psql-baseline'"
 
 file=$work/data/$small_ds.csv
-# The harness samples the servers' CPU from their pid files (see cmd/sluice/internal/benchdatapath).
+# The harness samples the servers' CPU from their pid files (see bench/datapath/cpu.go).
 BENCH_PG_PIDFILE=$(psql -X -tA "$db" -c 'SHOW data_directory')/postmaster.pid
 export BENCH_PG_PIDFILE BENCH_S3_PIDFILE=$work/infra/s3/pid
 copy_sql="\\copy public.staging_orders(order_id,customer_id,amount,updated_at) FROM '$file' CSV HEADER"

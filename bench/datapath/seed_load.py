@@ -2,7 +2,7 @@
 
 Reads the CSV with pandas.read_csv, checks the required columns as the seed did, and writes it
 with DataFrame.to_sql(if_exists='replace', index=False) into TABLE of the same database the
-validator loads. Prints one JSON result line in the format of cmd/sluice/internal/benchdatapath.
+validator loads. Prints one JSON result line in the format of the bench/datapath harness.
 
 With --row-by-row the engine sends one INSERT per row (psycopg2's executemany), as SQLAlchemy did
 before 1.4 batched inserts: the seed on an older Airflow stack, for context only.

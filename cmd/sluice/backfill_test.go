@@ -3,26 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
-const cliConfig = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  bucket: unused
-pipelines:
+const cliConfig = `pipelines:
   - name: orders
     schedule: "@daily"
     source:
@@ -33,14 +25,11 @@ pipelines:
 // publish and read the broker, so no PostgreSQL, S3 or dbt is needed.
 func cli(t *testing.T) (func(args ...string) (string, error), *runstate.Store, *trigger.States) {
 	t.Helper()
-	ns := natstest.Server(t)
+	ns := testkit.NATS(t)
 	t.Setenv("NATS_URL", ns.ClientURL())
 	t.Setenv("PG_URL", "postgres://unused")
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, []byte(cliConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, js := natstest.Connect(t, ns)
+	path := testConfig{rest: cliConfig}.write(t)
+	_, js := testkit.Connect(t, ns)
 	ctx := context.Background()
 	if err := bus.Provision(ctx, js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)

@@ -43,9 +43,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // chaosServices are the six services, in flow order; each is a binary cmd/sluice-<name>.
@@ -60,36 +58,7 @@ const (
 	chaosSMTPPassword = "chaos-smtp-pw-77b1"
 )
 
-const chaosConfig = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  run_url: http://sluice.test/runs/{pipeline}/{ds}/{run_id}
-  trace_url: http://jaeger.test/trace/{trace_id}
-  slack:
-    token: env:SLACK_TOKEN
-    channel: "#data-alerts"
-    api_url: %s
-  email:
-    host: %s
-    port: %d
-    username: sluice
-    password: env:SMTP_PASSWORD
-    tls: none
-    from: sluice@localhost
-    to: [data-ops@localhost]
-pipelines:
+const chaosConfig = `pipelines:
   - name: orders
     source:
       url: %s/orders/data/{ds}.csv
@@ -135,7 +104,7 @@ func buildChaosBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	err := func() error {
-		root := testenv.RepoRoot(t)
+		root := testkit.RepoRoot(t)
 		pkgs := make([]string, 0, len(chaosServices))
 		for _, s := range chaosServices {
 			pkgs = append(pkgs, "github.com/sluice-etl/sluice/services/"+s+"/cmd/sluice-"+s)
@@ -219,9 +188,9 @@ type chaosCluster struct {
 	source *chaosSource
 	s3     *s3Proxy
 	pgP    *tcpProxy
-	slack  *slackrecorder.Recorder
+	slack  *testkit.SlackRecorder
 	slackP *slackProxy
-	smtp   *smtptest.Server
+	smtp   *testkit.SMTPServer
 
 	day time.Time // the next execution date to use
 }
@@ -243,7 +212,7 @@ func newCluster(t *testing.T) *chaosCluster {
 	})
 
 	// PostgreSQL: a fresh database; the URL gets a password the server never asks for (trust).
-	pgURL := testenv.Postgres(t)
+	pgURL := testkit.Postgres(t)
 	u, err := url.Parse(pgURL)
 	if err != nil {
 		t.Fatal(err)
@@ -253,14 +222,13 @@ func newCluster(t *testing.T) *chaosCluster {
 	u.Host = c.pgP.addr
 	c.pg, c.admin = u.String(), pgURL
 
-	s3cfg := testenv.S3(t)
+	s3cfg := testkit.S3(t)
 	c.s3 = startS3Proxy(t, s3cfg.Endpoint.Reveal())
 	c.source = startChaosSource(t)
-	ts, rec := slackrecorder.Start(t)
+	ts, rec := testkit.Slack(t)
 	c.slack = rec
 	c.slackP = startSlackProxy(t, ts.GetAPIURL())
-	c.smtp = smtptest.Start(t)
-	host, port := c.smtp.Addr()
+	c.smtp = testkit.SMTP(t)
 
 	c.natsPort = chaosFreePort(t)
 	c.natsConf = filepath.Join(c.dir, "nats.conf")
@@ -270,20 +238,15 @@ func newCluster(t *testing.T) *chaosCluster {
 	}
 	c.startNATS()
 
-	c.cfgTxt = fmt.Sprintf(chaosConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		c.slackP.URL(), host, port, c.source.URL, c.source.URL, lateSLA)
+	cc := testConfig{bucket: s3cfg.Bucket, dbt: true, slack: c.slackP.URL(), smtp: c.smtp, smtpAuth: true,
+		alerts: "  run_url: http://sluice.test/runs/{pipeline}/{ds}/{run_id}\n  trace_url: http://jaeger.test/trace/{trace_id}\n",
+		rest:   fmt.Sprintf(chaosConfig, c.source.URL, c.source.URL, lateSLA)}
+	c.cfgTxt = cc.text(t)
 	path := filepath.Join(c.dir, "sluice.yaml")
-	if err := os.WriteFile(path, []byte(c.cfgTxt), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.env = map[string]string{
-		"NATS_URL": fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), "PG_URL": c.pg,
-		"S3_ENDPOINT": s3cfg.Endpoint.Reveal(), "S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(),
-		"SLACK_TOKEN": chaosSlackToken, "SMTP_PASSWORD": chaosSMTPPassword,
-	}
-	if c.cfg, err = config.Load(path, func(k string) (string, bool) { v, ok := c.env[k]; return v, ok }); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, c.cfgTxt)
+	c.env = testSecrets(fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), c.pg, s3cfg)
+	c.env["SLACK_TOKEN"], c.env["SMTP_PASSWORD"] = chaosSlackToken, chaosSMTPPassword
+	c.cfg = loadConfig(t, path, c.env)
 
 	c.nc, err = nats.Connect(c.env["NATS_URL"], nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {

@@ -22,34 +22,16 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sluice-etl/sluice/pkg/app"
-	"github.com/sluice-etl/sluice/pkg/config"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/console"
 	"github.com/sluice-etl/sluice/services/console/consoletest"
 )
 
-const consoleConfig = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  trace_url: http://127.0.0.1:16686/trace/{trace_id}
-console:
+const consoleConfig = `console:
   password: env:CONSOLE_PASSWORD
 pipelines:
   - name: orders
@@ -75,8 +57,15 @@ pipelines:
     timezone: Europe/Berlin
     start_date: "2099-01-01"
     source:
-      url: %[4]s/eu/{ds}.csv
+      url: %[1]s/eu/{ds}.csv
 `
+
+// consoleTestConfig is the console's system: consoleConfig's pipelines reading sourceURL, and
+// Jaeger's address for the trace links.
+func consoleTestConfig(bucket, sourceURL string) testConfig {
+	return testConfig{bucket: bucket, dbt: true, alerts: "  trace_url: http://127.0.0.1:16686/trace/{trace_id}\n",
+		rest: fmt.Sprintf(consoleConfig, sourceURL)}
+}
 
 // chromium finds Debian's chromium; a machine without it fails the test naming the make target
 // that installs it.
@@ -114,21 +103,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	}))
 	defer src.Close()
 
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	secrets := map[string]string{
-		"NATS_URL": ns.ClientURL(), "PG_URL": testenv.Postgres(t), "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(), "CONSOLE_PASSWORD": "console-e2e-password",
-	}
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	text := fmt.Sprintf(consoleConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), src.URL)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(k string) (string, bool) { v, ok := secrets[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	secrets := testSecrets(ns.ClientURL(), testkit.Postgres(t), s3cfg)
+	secrets["CONSOLE_PASSWORD"] = "console-e2e-password"
+	cfg := loadConfig(t, consoleTestConfig(s3cfg.Bucket, src.URL).write(t), secrets)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	st, err := app.Start(ctx, cfg, telemetry.Logger(logs, slog.LevelInfo), app.Options{Provision: true}, allServices...)
@@ -332,19 +311,12 @@ func TestConsoleInABrowser(t *testing.T) {
 // `sluice up` serves the console next to the services, on the address given (console.addr by
 // default), and stops it with them.
 func TestUpServesTheConsole(t *testing.T) {
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	for k, v := range map[string]string{
-		"NATS_URL": ns.ClientURL(), "PG_URL": testenv.Postgres(t), "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(), "CONSOLE_PASSWORD": "up-console-password",
-	} {
-		t.Setenv(k, v)
-	}
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	text := fmt.Sprintf(consoleConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), "http://127.0.0.1:1")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	secrets := testSecrets(ns.ClientURL(), testkit.Postgres(t), s3cfg)
+	secrets["CONSOLE_PASSWORD"] = "up-console-password"
+	setenv(t, secrets)
+	path := consoleTestConfig(s3cfg.Bucket, "http://127.0.0.1:1").write(t)
 	var out bytes.Buffer // the broker's streams and buckets, as a deployment's provision Job makes them
 	if err := run(context.Background(), []string{"provision", "--config", path, "--no-postgres"}, &out, &out); err != nil {
 		t.Fatalf("sluice provision: %v\n%s", err, out.String())
@@ -367,7 +339,7 @@ func TestUpServesTheConsole(t *testing.T) {
 		}
 	})
 	var body string
-	waitFor(t, 60*time.Second, func() bool {
+	testkit.Eventually(t, 60*time.Second, "sluice up serves the console", func() bool {
 		select {
 		case err := <-errc:
 			t.Fatalf("sluice up ended: %v", err)

@@ -22,18 +22,16 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/slack-go/slack/slacktest"
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // env is the whole system on real components: one embedded JetStream server, and each of the
@@ -44,8 +42,8 @@ type env struct {
 	nc     *nats.Conn
 	stacks []*app.Stack
 	pg     string
-	slack  *slackrecorder.Recorder
-	smtp   *smtptest.Server
+	slack  *testkit.SlackRecorder
+	smtp   *testkit.SMTPServer
 	logs   *syncBuffer
 	events *eventLog
 	secret map[string]string
@@ -105,33 +103,12 @@ func (l *eventLog) find(runID string, k event.Kind) []event.Event {
 	return out
 }
 
-const configTemplate = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  run_url: http://sluice.test/runs/{pipeline}/{ds}/{run_id}
-  slack:
-    token: env:SLACK_TOKEN
-    channel: "#data-alerts"
-    api_url: %s
-  email:
-    host: %s
-    port: %d
-    tls: none
-    from: sluice@localhost
-    to: [data-ops@localhost]
-pipelines:
+// e2eConfig is the system of startEnv: every alert channel, and orders from sourceURL with a
+// sensor that gives up after sensorTimeout.
+func e2eConfig(t *testing.T, bucket string, slack *slacktest.Server, smtp *testkit.SMTPServer, sourceURL string, sensorTimeout time.Duration) testConfig {
+	return testConfig{bucket: bucket, dbt: true, slack: slack.GetAPIURL(), smtp: smtp,
+		alerts: "  run_url: http://sluice.test/runs/{pipeline}/{ds}/{run_id}\n",
+		rest: fmt.Sprintf(`pipelines:
   - name: orders
     source:
       url: %s/data/{ds}.csv
@@ -145,19 +122,16 @@ pipelines:
       delay: 200ms
     dbt:
       select: stg_orders orders
-`
+`, sourceURL, sensorTimeout)}
+}
 
 func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env {
 	t.Helper()
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	slackSrv, slack := slackrecorder.Start(t)
-	slackURL := slackSrv.GetAPIURL()
-	e := &env{pg: testenv.Postgres(t), smtp: smtptest.Start(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
-	host, port := e.smtp.Addr()
-	text := fmt.Sprintf(configTemplate, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		slackURL, host, port, sourceURL, sensorTimeout)
-	e.start(t, ns, s3cfg, text)
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	slackSrv, slack := testkit.Slack(t)
+	e := &env{pg: testkit.Postgres(t), smtp: testkit.SMTP(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
+	e.start(t, ns, s3cfg, e2eConfig(t, s3cfg.Bucket, slackSrv, e.smtp, sourceURL, sensorTimeout).text(t))
 	return e
 }
 
@@ -165,20 +139,12 @@ func startEnv(t *testing.T, sourceURL string, sensorTimeout time.Duration) *env 
 func (e *env) start(t *testing.T, ns *server.Server, s3cfg config.S3, text string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.secret = map[string]string{
-		"NATS_URL": ns.ClientURL(), "PG_URL": e.pg, "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(),
-		"SLACK_TOKEN": "xoxb-e2e-secret-token",
-	}
-	cfg, err := config.Load(path, func(k string) (string, bool) { v, ok := e.secret[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, path, text)
+	e.secret = testSecrets(ns.ClientURL(), e.pg, s3cfg)
+	e.secret["SLACK_TOKEN"] = "xoxb-e2e-secret-token"
+	cfg := loadConfig(t, path, e.secret)
 	e.cfg, e.path = cfg, path
-	nc, _ := natstest.Connect(t, ns)
+	nc, _ := testkit.Connect(t, ns)
 	e.nc = nc
 	if _, err := nc.Subscribe("etl.>", e.events.add); err != nil {
 		t.Fatal(err)
@@ -463,7 +429,7 @@ func TestBadInputFailsTheRunOnceAndLeavesOrdersUnchanged(t *testing.T) {
 	}
 
 	// Exactly one Slack message and one email per failed run, each naming its date.
-	waitFor(t, 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, "a Slack message and an email per failed run", func() bool {
 		return len(e.slack.Posts()) >= len(cases) && len(e.smtp.Messages()) >= len(cases)
 	})
 	time.Sleep(time.Second) // give a duplicate the chance to show up
@@ -487,15 +453,4 @@ func TestBadInputFailsTheRunOnceAndLeavesOrdersUnchanged(t *testing.T) {
 		}
 	}
 	diff(t, e.orders(t), before)
-}
-
-func waitFor(t *testing.T, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

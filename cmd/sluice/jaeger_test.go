@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // The end-to-end trace check against a real Jaeger (all-in-one, memory storage): the six service
@@ -79,7 +79,7 @@ func startJaeger(t *testing.T) (otlp, query string) {
 	t.Helper()
 	bin := os.Getenv("SLUICE_JAEGER")
 	if bin == "" {
-		bin = filepath.Join(testenv.RepoRoot(t), ".sluice/bin/jaeger")
+		bin = filepath.Join(testkit.RepoRoot(t), ".sluice/bin/jaeger")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("jaeger not found at %s: run `make test-jaeger`, which builds it", bin)
@@ -103,7 +103,7 @@ func startJaeger(t *testing.T) (otlp, query string) {
 		}
 	})
 	query = "http://" + httpAddr
-	waitFor(t, 60*time.Second, func() bool {
+	testkit.Eventually(t, 60*time.Second, "Jaeger answers its query API", func() bool {
 		resp, err := http.Get(query + "/api/services")
 		if err == nil {
 			resp.Body.Close()
@@ -154,7 +154,7 @@ func TestRunTraceInJaeger(t *testing.T) {
 
 	var tr jaegerTrace
 	var ops []string
-	waitFor(t, 60*time.Second, func() bool {
+	testkit.Eventually(t, 60*time.Second, "Jaeger holds the run's trace", func() bool {
 		resp, err := http.Get(query + "/api/traces/" + rec.TraceID)
 		if err != nil {
 			return false

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,10 +17,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // serviceRoles is the PostgreSQL role each service connects as (deploy/postgres/roles.sql);
@@ -49,29 +46,19 @@ func roleURL(t *testing.T, admin, role string) string {
 func startLeastPrivilegeEnv(t *testing.T, sourceURL string) *env {
 	t.Helper()
 	ns, pw := authServer(t)
-	s3cfg := testenv.S3(t)
-	slackSrv, slack := slackrecorder.Start(t)
-	e := &env{pg: testenv.Postgres(t), smtp: smtptest.Start(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
-	host, port := e.smtp.Addr()
-	text := fmt.Sprintf(configTemplate, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		slackSrv.GetAPIURL(), host, port, sourceURL, 2*time.Minute)
-	text = strings.Replace(text, "  url: env:NATS_URL\n", "  url: env:NATS_URL\n  user: env:NATS_USER\n  password: env:NATS_PASSWORD\n", 1)
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.secret = map[string]string{
-		"NATS_URL": ns.ClientURL(), "NATS_USER": "admin", "NATS_PASSWORD": pw["admin"], "PG_URL": e.pg,
-		"S3_ENDPOINT": s3cfg.Endpoint.Reveal(), "S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(),
-		"SLACK_TOKEN": "xoxb-e2e-secret-token",
-	}
-	for k, v := range e.secret {
-		t.Setenv(k, v)
-	}
+	s3cfg := testkit.S3(t)
+	slackSrv, slack := testkit.Slack(t)
+	e := &env{pg: testkit.Postgres(t), smtp: testkit.SMTP(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
+	c := e2eConfig(t, s3cfg.Bucket, slackSrv, e.smtp, sourceURL, 2*time.Minute)
+	c.natsAuth = true
+	path := c.write(t)
+	e.secret = testSecrets(ns.ClientURL(), e.pg, s3cfg)
+	e.secret["NATS_USER"], e.secret["NATS_PASSWORD"], e.secret["SLACK_TOKEN"] = "admin", pw["admin"], "xoxb-e2e-secret-token"
+	setenv(t, e.secret)
 	t.Setenv("SLUICE_PG_READER_PASSWORD", "reader's \"secret\"")
 	// Provisioning, as the compose one-shot does it: admin on NATS, the superuser on PostgreSQL.
 	var out bytes.Buffer
-	roles := filepath.Join(testenv.RepoRoot(t), "deploy", "postgres", "roles.sql")
+	roles := filepath.Join(testkit.RepoRoot(t), "deploy", "postgres", "roles.sql")
 	if err := run(context.Background(), []string{"provision", "--config", path, "--roles", roles}, &out, &out); err != nil {
 		t.Fatalf("sluice provision: %v\n%s", err, out.String())
 	}
@@ -160,7 +147,7 @@ func TestLeastPrivilegeRun(t *testing.T) {
 	diff(t, e.orders(t), expected(t, opts, d1, d2))
 	// Provisioning again (a new release, an added pipeline) changes nothing that exists.
 	var out bytes.Buffer
-	roles := filepath.Join(testenv.RepoRoot(t), "deploy", "postgres", "roles.sql")
+	roles := filepath.Join(testkit.RepoRoot(t), "deploy", "postgres", "roles.sql")
 	if err := run(context.Background(), []string{"provision", "--config", e.cfg.Path("sluice.yaml"), "--roles", roles}, &out, &out); err != nil {
 		t.Fatalf("sluice provision again: %v\n%s", err, out.String())
 	}

@@ -23,10 +23,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -68,13 +68,7 @@ type upStack struct {
 	logs   *syncBuffer
 }
 
-const upConfig = `nats:
-  listen: %s
-postgres:
-  url: env:PG_URL
-s3:
-  bucket: unused
-pipelines:
+const upConfig = `pipelines:
   - name: orders
     source:
       url: %s/data/{ds}.csv
@@ -86,24 +80,15 @@ pipelines:
       ttl: 10s
 `
 
-func writeConfig(t *testing.T, name, text string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // startUp starts the stand-in with a source that answers status for every date.
 func startUp(t *testing.T, status int, timeout string, softFail bool) *upStack {
 	t.Helper()
-	ns := natstest.Server(t)
+	ns := testkit.NATS(t)
 	u, _ := url.Parse(ns.ClientURL())
 	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
 	t.Cleanup(src.Close)
 	t.Setenv("PG_URL", "postgres://unused")
-	path := writeConfig(t, "sluice.yaml", fmt.Sprintf(upConfig, u.Host, src.URL, timeout, softFail))
+	path := testConfig{natsListen: u.Host, rest: fmt.Sprintf(upConfig, src.URL, timeout, softFail)}.write(t)
 	cfg, err := config.Load(path, os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +173,8 @@ func TestRunRefusesARunningStackWithAnotherConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := writeConfig(t, "other.yaml", strings.Replace(string(text), "timeout: 1h", "timeout: 2h", 1))
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	writeFile(t, other, strings.Replace(string(text), "timeout: 1h", "timeout: 2h", 1))
 	out, code := sluice(context.Background(), "run", "--config", other, "--pipeline", "orders", "--date", "2026-11-24")
 	if code != exitUsage || !strings.Contains(out, "differs from the running `sluice up`") || !strings.Contains(out, "--attach") {
 		t.Errorf("run with another config: exit %d, want %d and a refusal naming --attach:\n%s", code, exitUsage, out)
@@ -221,7 +207,7 @@ func TestBackfillTakesTheLeaseOldestFirst(t *testing.T) {
 		t.Fatalf("backfill --detach: exit %d\n%s", code, out)
 	}
 	// The five runs wait behind the held lease, each redelivered every poke on its own.
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the five runs wait behind the held lease", func() bool {
 		recs, err := runs.Runs(ctx, "orders", "")
 		n := 0
 		for _, r := range recs {

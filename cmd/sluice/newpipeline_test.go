@@ -13,28 +13,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
-
-// newPipelineBase is a config with connections and an empty pipelines list, as a team starts.
-const newPipelineBase = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: dbt_project
-  threads: 2
-pipelines:
-`
 
 // stockContract is the user's edit of the skeleton: their file's columns, a two-column key,
 // no version column (the file run last wins) and monthly partitions.
@@ -84,7 +65,7 @@ func copyDir(t *testing.T, src, dst string) {
 func TestNewPipelineThenRun(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	copyDir(t, filepath.Join(testenv.RepoRoot(t), "dbt_project"), filepath.Join(dir, "dbt_project"))
+	copyDir(t, filepath.Join(testkit.RepoRoot(t), "dbt_project"), filepath.Join(dir, "dbt_project"))
 	files := filepath.Join(dir, "files")
 	if err := os.MkdirAll(files, 0o755); err != nil {
 		t.Fatal(err)
@@ -105,17 +86,12 @@ func TestNewPipelineThenRun(t *testing.T) {
 	src := httptest.NewServer(h)
 	defer src.Close()
 
-	ns := natstest.Server(t)
-	pg := testenv.Postgres(t)
-	s3cfg := testenv.S3(t)
-	for k, v := range map[string]string{"NATS_URL": ns.ClientURL(), "PG_URL": pg, "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal()} {
-		t.Setenv(k, v)
-	}
-	cfgPath := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, newPipelineBase, s3cfg.Bucket, testenv.DBT(t)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ns := testkit.NATS(t)
+	pg := testkit.Postgres(t)
+	s3cfg := testkit.S3(t)
+	setenv(t, testSecrets(ns.ClientURL(), pg, s3cfg))
+	// Connections and an empty pipelines list, as a team starts.
+	cfgPath := testConfig{bucket: s3cfg.Bucket, dbt: true, dbtProject: "dbt_project", rest: "pipelines:\n"}.writeIn(t, dir)
 	contractPath := filepath.Join(dir, "contracts", "stock.json")
 
 	var out bytes.Buffer

@@ -41,12 +41,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // The observability acceptance test: one date through the six services, each its own process
@@ -65,7 +63,7 @@ func buildServices(t *testing.T) string {
 		args = append(args, "./services/"+s+"/cmd/sluice-"+s)
 	}
 	cmd := exec.Command("go", args...)
-	cmd.Dir = testenv.RepoRoot(t)
+	cmd.Dir = testkit.RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -190,24 +188,7 @@ type stack struct {
 	otlp    map[string]string // the OTEL_* variables the processes get
 }
 
-const obsConfig = `postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  slack:
-    token: env:SLACK_TOKEN
-    channel: "#data-alerts"
-    api_url: %s
-lineage:
+const obsConfig = `lineage:
   url: %s
   file: %s
 pipelines:
@@ -237,28 +218,21 @@ func startStack(t *testing.T, otlpEndpoint, sourceURL, lineageURL string) *stack
 func startStackWith(t *testing.T, otlpEndpoint, protocol, sourceURL, lineageURL string) *stack {
 	t.Helper()
 	bin := buildServices(t)
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	slackSrv, _ := slackrecorder.Start(t)
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	slackSrv, _ := testkit.Slack(t)
 	dir := t.TempDir()
 	st := &stack{procs: map[string]*proc{}, events: &eventLog{}, lineage: filepath.Join(dir, "lineage.jsonl"),
 		otlp: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": otlpEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}}
-	text := fmt.Sprintf(obsConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		slackSrv.GetAPIURL(), lineageURL, st.lineage, sourceURL)
-	path := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st.secrets = map[string]string{
-		"PG_URL": testenv.Postgres(t), "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(),
-		"SLACK_TOKEN": "xoxb-observability-secret-token",
-	}
-	var err error
-	if st.cfg, err = config.Load(path, func(k string) (string, bool) { v, ok := st.secrets[k]; return v, ok }); err != nil {
-		t.Fatal(err)
-	}
-	st.nc, st.js = natstest.Connect(t, ns)
+	// No nats section: each process is given the broker with --nats.
+	c := testConfig{noNATS: true, bucket: s3cfg.Bucket, dbt: true, slack: slackSrv.GetAPIURL(),
+		rest: fmt.Sprintf(obsConfig, lineageURL, st.lineage, sourceURL)}
+	path := c.writeIn(t, dir)
+	st.secrets = testSecrets("", testkit.Postgres(t), s3cfg)
+	delete(st.secrets, "NATS_URL")
+	st.secrets["SLACK_TOKEN"] = "xoxb-observability-secret-token"
+	st.cfg = loadConfig(t, path, st.secrets)
+	st.nc, st.js = testkit.Connect(t, ns)
 	if err := bus.Provision(context.Background(), st.js, app.BusOptions(st.cfg)); err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +385,7 @@ func TestOneTraceMetricsDocsAndLineageAcrossSixProcesses(t *testing.T) {
 	// children, each from its own process, the request span from this test's process. Each
 	// process exports in its own batches, so wait for every step's span and every parent.
 	var spans []span
-	waitFor(t, 30*time.Second, func() bool {
+	testkit.Eventually(t, 30*time.Second, "every step's span and its parent", func() bool {
 		spans = rcv.trace(traceID)
 		if findSpan(spans, "run orders "+ds) == nil {
 			return false
@@ -683,7 +657,7 @@ func checkMetrics(t *testing.T, st *stack, c *event.Completed) {
 		}
 		var fams map[string]*dto.MetricFamily
 		// The run-state gauges follow the bucket asynchronously.
-		waitFor(t, 10*time.Second, func() bool {
+		testkit.Eventually(t, 10*time.Second, "the run-state gauge counts a completed run", func() bool {
 			fams = scrape(t, p.addr)
 			v, _ := value(fams, "sluice_runs", with("state", "completed"))
 			return v >= 1
@@ -782,7 +756,7 @@ func checkLogs(t *testing.T, st *stack, traceID string) {
 func checkLineage(t *testing.T, st *stack, c *event.Completed, posted func() int) {
 	t.Helper()
 	var events []lineage.RunEvent
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, "the lineage file holds the run's events", func() bool {
 		b, _ := os.ReadFile(st.lineage)
 		events = events[:0]
 		for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
@@ -824,5 +798,5 @@ func checkLineage(t *testing.T, st *stack, c *event.Completed, posted func() int
 	if run.Run.RunID != lineage.RunUUID(c.RunID) || dbt.Run.Facets["parent"] == nil {
 		t.Errorf("run event id %s (want %s); step events need a parent facet", run.Run.RunID, lineage.RunUUID(c.RunID))
 	}
-	waitFor(t, 10*time.Second, func() bool { return posted() >= len(events) })
+	testkit.Eventually(t, 10*time.Second, "every lineage event posted", func() bool { return posted() >= len(events) })
 }

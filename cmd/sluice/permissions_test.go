@@ -23,9 +23,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/alerter"
 	"github.com/sluice-etl/sluice/services/fetcher"
@@ -54,7 +53,7 @@ func authServerWith(t *testing.T, edit string, drop ...string) (*server.Server, 
 		t.Setenv("SLUICE_NATS_"+strings.ToUpper(u)+"_PASSWORD", passwords[u])
 	}
 	dir := t.TempDir()
-	file := filepath.Join(testenv.RepoRoot(t), "deploy", "nats", "auth.conf")
+	file := filepath.Join(testkit.RepoRoot(t), "deploy", "nats", "auth.conf")
 	if edit != "" {
 		// A copy of the file with the named user's lines for drop removed.
 		b, err := os.ReadFile(file)
@@ -82,7 +81,7 @@ func authServerWith(t *testing.T, edit string, drop ...string) (*server.Server, 
 		t.Fatal(err)
 	}
 	conf := fmt.Sprintf("listen: \"127.0.0.1:-1\"\njetstream {\n  store_dir: %q\n}\ninclude %q\n", filepath.Join(dir, "js"), rel)
-	return natstest.ServerFromConfig(t, dir, conf), passwords
+	return testkit.NATSFromConfig(t, dir, conf), passwords
 }
 
 // connectAs connects as user the way sluice does (its inbox prefix, its error reporting).
@@ -336,15 +335,7 @@ func TestPermissionFileGrantsWhatServicesNeed(t *testing.T) {
 	}
 }
 
-const startConfig = `nats:
-  url: env:NATS_URL
-  user: env:NATS_USER
-  password: env:NATS_PASSWORD
-postgres:
-  url: env:PG_URL
-s3:
-  bucket: unused
-pipelines:
+const startConfig = `pipelines:
   - name: orders
     source:
       url: http://127.0.0.1:1/data/{ds}.csv
@@ -353,15 +344,8 @@ pipelines:
 // startAs starts service alone as user with password against ns, the way its binary does.
 func startAs(t *testing.T, ns *server.Server, svc app.Service, user, password string) error {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, []byte(startConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"NATS_URL": ns.ClientURL(), "NATS_USER": user, "NATS_PASSWORD": password, "PG_URL": "postgres://unused"}
-	cfg, err := config.Load(path, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := testConfig{natsAuth: true, rest: startConfig}.write(t)
+	cfg := loadConfig(t, path, map[string]string{"NATS_URL": ns.ClientURL(), "NATS_USER": user, "NATS_PASSWORD": password, "PG_URL": "postgres://unused"})
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), app.Options{}, svc)
 	if err == nil {

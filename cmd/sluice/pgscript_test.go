@@ -10,14 +10,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // scripts/pg.sh keeps its cluster inside the directory it is given, also as root in a private
 // (0700) checkout, and `stop --clean` removes it: deleting the directory and starting again
 // gives a fresh database, never the old one back (as root it used to live under /tmp).
 func TestPgScriptKeepsItsClusterInsideItsDirectory(t *testing.T) {
-	script := filepath.Join(testenv.RepoRoot(t), "scripts", "pg.sh")
+	script := filepath.Join(testkit.RepoRoot(t), "scripts", "pg.sh")
 	home := filepath.Join(t.TempDir(), "home")
 	if err := os.MkdirAll(filepath.Join(home, "clone"), 0o700); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,44 +17,16 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // twoPipelines declares orders and events on one source, each with defaults for everything the
 // contract decides (staging table, target, partition column and grain, dbt selection).
-const twoPipelines = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  slack:
-    token: env:SLACK_TOKEN
-    channel: "#data-alerts"
-    api_url: %s
-  email:
-    host: %s
-    port: %d
-    tls: none
-    from: sluice@localhost
-    to: [data-ops@localhost]
-pipelines:
+const twoPipelines = `pipelines:
   - name: orders
     source:
-      url: %[7]s/data/{ds}.csv
+      url: %[1]s/data/{ds}.csv
     sensor:
       poke_interval: 200ms
       timeout: 5m
@@ -68,7 +39,7 @@ pipelines:
     alerts_fallback: [email]
   - name: events
     source:
-      url: %[7]s/events/{ds}.csv
+      url: %[1]s/events/{ds}.csv
     sensor:
       poke_interval: 200ms
       timeout: 5m
@@ -238,13 +209,12 @@ func TestOrdersAndEventsSideBySide(t *testing.T) {
 	}))
 	defer src.Close()
 
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	slackSrv, slack := slackrecorder.Start(t)
-	e := &env{pg: testenv.Postgres(t), smtp: smtptest.Start(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
-	host, port := e.smtp.Addr()
-	e.start(t, ns, s3cfg, fmt.Sprintf(twoPipelines, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		slackSrv.GetAPIURL(), host, port, src.URL))
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	slackSrv, slack := testkit.Slack(t)
+	e := &env{pg: testkit.Postgres(t), smtp: testkit.SMTP(t), slack: slack, logs: &syncBuffer{}, events: &eventLog{}}
+	c := testConfig{bucket: s3cfg.Bucket, dbt: true, slack: slackSrv.GetAPIURL(), smtp: e.smtp, rest: fmt.Sprintf(twoPipelines, src.URL)}
+	e.start(t, ns, s3cfg, c.text(t))
 
 	// Isolation: events is stuck waiting for its file (and holds its own lease); orders runs.
 	stuck := e.requestFor(t, "events", late)

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // TestReadmeRunningItYourself pastes the README's "Running it yourself" commands, as written,
@@ -20,7 +20,7 @@ import (
 // run. The clone prepares its own binaries and dbt virtualenv, from the machine's Go and pip
 // caches that `make test` filled.
 func TestReadmeRunningItYourself(t *testing.T) {
-	root := testenv.RepoRoot(t)
+	root := testkit.RepoRoot(t)
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)

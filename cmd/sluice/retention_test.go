@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,23 +19,12 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/partitioner"
 )
 
-const retentionConfig = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-pipelines:
+const retentionConfig = `pipelines:
   - name: orders
     source:
       url: http://127.0.0.1:1/data/{ds}.csv
@@ -50,22 +37,13 @@ pipelines:
 // days ago: the first two go (exported first), and a held lease stops it.
 func TestRetentionCommand(t *testing.T) {
 	ctx := t.Context()
-	ns := natstest.Server(t)
-	pg := testenv.Postgres(t)
-	s3cfg := testenv.S3(t)
-	secrets := map[string]string{"NATS_URL": ns.ClientURL(), "PG_URL": pg, "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal()}
-	for k, v := range secrets {
-		t.Setenv(k, v)
-	}
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, fmt.Appendf(nil, retentionConfig, s3cfg.Bucket), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path, os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := testkit.NATS(t)
+	pg := testkit.Postgres(t)
+	s3cfg := testkit.S3(t)
+	secrets := testSecrets(ns.ClientURL(), pg, s3cfg)
+	setenv(t, secrets)
+	path := testConfig{bucket: s3cfg.Bucket, rest: retentionConfig}.write(t)
+	cfg := loadConfig(t, path, secrets)
 
 	pool, err := pgxpool.New(ctx, pg)
 	if err != nil {

@@ -14,26 +14,11 @@ import (
 	"time"
 
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
-const loopConfig = `nats:
-  listen: %s
-  data_dir: nats
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-pipelines:
+const loopConfig = `pipelines:
   - name: orders
     source:
       url: %s/data/{ds}.csv
@@ -69,8 +54,8 @@ func TestLoopOfFailingRunsLeavesNoRunOpen(t *testing.T) {
 			t.Fatalf("run %d waited behind an earlier run's lease (after %s):\n%s", i+1, time.Since(started).Round(time.Millisecond), out.String())
 		}
 	}
-	ns := natstest.ServerAt(t, filepath.Join(dir, "nats"), -1)
-	nc, js := natstest.Connect(t, ns)
+	ns := testkit.NATSAt(t, filepath.Join(dir, "nats"), -1)
+	nc, js := testkit.Connect(t, ns)
 	defer nc.Close()
 	store, err := runstate.New(ctx, js)
 	if err != nil {
@@ -128,11 +113,10 @@ func TestRunCompletesAfterTheBrokerStoreIsLost(t *testing.T) {
 // against the test's PostgreSQL, S3 and dbt, reading source.
 func loopSetup(t *testing.T, source string) (path, dir string) {
 	t.Helper()
-	s3cfg := testenv.S3(t)
-	t.Setenv("PG_URL", testenv.Postgres(t))
-	t.Setenv("S3_ENDPOINT", s3cfg.Endpoint.Reveal())
-	t.Setenv("S3_ACCESS_KEY", s3cfg.AccessKey.Reveal())
-	t.Setenv("S3_SECRET_KEY", s3cfg.SecretKey.Reveal())
+	s3cfg := testkit.S3(t)
+	secrets := testSecrets("", testkit.Postgres(t), s3cfg)
+	delete(secrets, "NATS_URL") // sluice run starts its own broker
+	setenv(t, secrets)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +124,6 @@ func loopSetup(t *testing.T, source string) (path, dir string) {
 	listen := ln.Addr().String()
 	ln.Close()
 	dir = t.TempDir()
-	path = filepath.Join(dir, "sluice.yaml")
-	cfg := fmt.Sprintf(loopConfig, listen, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), source)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path, dir
+	c := testConfig{natsListen: listen, natsDir: "nats", bucket: s3cfg.Bucket, dbt: true, rest: fmt.Sprintf(loopConfig, source)}
+	return c.writeIn(t, dir), dir
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,16 +16,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/app"
-	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/schedule"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/alerter"
 	"github.com/sluice-etl/sluice/services/dbtrunner"
@@ -37,32 +31,7 @@ import (
 	"github.com/sluice-etl/sluice/services/validator"
 )
 
-const scheduledConfig = `nats:
-  url: env:NATS_URL
-postgres:
-  url: env:PG_URL
-s3:
-  endpoint: env:S3_ENDPOINT
-  bucket: %s
-  access_key: env:S3_ACCESS_KEY
-  secret_key: env:S3_SECRET_KEY
-  path_style: true
-dbt:
-  executable: %s
-  project_dir: %s
-  threads: 2
-alerts:
-  slack:
-    token: env:SLACK_TOKEN
-    channel: "#data-alerts"
-    api_url: %s
-  email:
-    host: %s
-    port: %d
-    tls: none
-    from: sluice@localhost
-    to: [data-ops@localhost]
-pipelines:
+const scheduledConfig = `pipelines:
   - name: orders
     schedule: "@every 1s"
     catchup: false
@@ -124,17 +93,6 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", within, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestScheduleWithTwoSensorReplicas runs the whole system on real components (embedded
 // JetStream, PostgreSQL, S3, dbt) with the broker firing `@every 1s` and two sensor replicas
 // turning ticks into runs, while a backfill competes for the pipeline. Over more than 60 ticks,
@@ -148,27 +106,17 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 	}
 	src := httptest.NewServer(h)
 	defer src.Close()
-	ns := natstest.Server(t)
-	s3cfg := testenv.S3(t)
-	slackSrv, _ := slackrecorder.Start(t)
-	smtp := smtptest.Start(t)
-	host, port := smtp.Addr()
-	text := fmt.Sprintf(scheduledConfig, s3cfg.Bucket, testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"),
-		slackSrv.GetAPIURL(), host, port, src.URL)
-	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ns := testkit.NATS(t)
+	s3cfg := testkit.S3(t)
+	slackSrv, _ := testkit.Slack(t)
+	c := testConfig{bucket: s3cfg.Bucket, dbt: true, slack: slackSrv.GetAPIURL(), smtp: testkit.SMTP(t), rest: fmt.Sprintf(scheduledConfig, src.URL)}
+	path := c.write(t)
 	// The CLI commands read the references from the environment.
-	for k, v := range map[string]string{"NATS_URL": ns.ClientURL(), "PG_URL": testenv.Postgres(t), "S3_ENDPOINT": s3cfg.Endpoint.Reveal(),
-		"S3_ACCESS_KEY": s3cfg.AccessKey.Reveal(), "S3_SECRET_KEY": s3cfg.SecretKey.Reveal(), "SLACK_TOKEN": "xoxb-schedule-test"} {
-		t.Setenv(k, v)
-	}
-	cfg, err := config.Load(path, os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js := natstest.Connect(t, ns)
+	secrets := testSecrets(ns.ClientURL(), testkit.Postgres(t), s3cfg)
+	secrets["SLACK_TOKEN"] = "xoxb-schedule-test"
+	setenv(t, secrets)
+	cfg := loadConfig(t, path, secrets)
+	nc, js := testkit.Connect(t, ns)
 	events := &runLog{}
 	if _, err := nc.Subscribe("etl.>", events.add); err != nil {
 		t.Fatal(err)
@@ -222,7 +170,7 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 	defer cc.Stop()
 	tickCount := func() int { tickMu.Lock(); defer tickMu.Unlock(); return len(ticks) }
 	waitTicks := func(n int) {
-		eventually(t, time.Duration(n)*time.Second+20*time.Second, fmt.Sprintf("%d more ticks", n), func() bool { return tickCount() >= n })
+		testkit.Eventually(t, time.Duration(n)*time.Second+20*time.Second, fmt.Sprintf("%d more ticks", n), func() bool { return tickCount() >= n })
 	}
 
 	// A backfill competes with the schedule for the pipeline's one active run.
@@ -258,7 +206,7 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 		}
 		return rs
 	}
-	eventually(t, 3*time.Minute, "a scheduled run is requested after the outage", func() bool {
+	testkit.Eventually(t, 3*time.Minute, "a scheduled run is requested after the outage", func() bool {
 		for _, r := range runs() {
 			if r.Trigger == "schedule" && r.RequestedAt.After(up) {
 				return true

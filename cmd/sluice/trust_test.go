@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/objstore"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // Events are claims, not orders. Crafted events on the bus — an available naming a metadata
@@ -85,7 +86,7 @@ func TestCraftedEventsAreRefusedAndChangeNothing(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 30*time.Second, func() bool { return len(refusals()) >= len(crafted) })
+	testkit.Eventually(t, 30*time.Second, "a refusal line per crafted event", func() bool { return len(refusals()) >= len(crafted) })
 	time.Sleep(time.Second) // anything a refused event would set off has had time to happen
 	if got := refusals(); len(got) != len(crafted) {
 		t.Fatalf("%d refusal lines for %d crafted events:\n%s", len(got), len(crafted), strings.Join(got, "\n"))

@@ -28,7 +28,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/fetcher"
 	"github.com/sluice-etl/sluice/services/partitioner"
 	"github.com/sluice-etl/sluice/services/validator"
@@ -217,8 +217,8 @@ func TestRandomizedDatesInAnyOrder(t *testing.T) {
 	t.Logf("order: %s", strings.Join(plan, " "))
 
 	// The real components, on the test's PostgreSQL and S3, the source serving the files.
-	pgURL := testenv.Postgres(t)
-	s3cfg := testenv.S3(t)
+	pgURL := testkit.Postgres(t)
+	s3cfg := testkit.S3(t)
 	s3c, err := objstore.New(ctx, s3cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +360,7 @@ type dbtSession struct {
 
 func startDBTSession(t *testing.T, pgURL string, specs map[string]contract.Spec) *dbtSession {
 	t.Helper()
-	python := filepath.Join(filepath.Dir(testenv.DBT(t)), "python")
+	python := filepath.Join(filepath.Dir(testkit.DBT(t)), "python")
 	if _, err := os.Stat(python); err != nil {
 		t.Fatalf("no python next to dbt (%v): run `make tools`", err)
 	}
@@ -393,7 +393,7 @@ func startDBTSession(t *testing.T, pgURL string, specs map[string]contract.Spec)
 	t.Cleanup(func() { in.Close(); _ = cmd.Wait(); cancel() })
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	s := &dbtSession{dir: dir, project: filepath.Join(testenv.RepoRoot(t), "dbt_project"), specs: specs, in: in, out: sc}
+	s := &dbtSession{dir: dir, project: filepath.Join(testkit.RepoRoot(t), "dbt_project"), specs: specs, in: in, out: sc}
 	s.do(t, "parsing the dbt project", "parse", "2000-01-01", "parse")
 	return s
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // silent accepts connections and never answers: a PostgreSQL or S3 that hangs.
@@ -47,7 +47,7 @@ func silent(t *testing.T) string {
 // A NATS server, PostgreSQL or S3 that accepts connections and never answers fails the start within
 // connect_timeout, with one line naming the dependency, instead of hanging it forever.
 func TestSilentDependencyFailsStartWithinTheDeadline(t *testing.T) {
-	ns := natstest.Server(t)
+	ns := testkit.NATS(t)
 	addr := silent(t)
 	for _, c := range []struct {
 		dep  string

@@ -22,7 +22,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
-	"github.com/sluice-etl/sluice/pkg/natstest"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // writeCert writes a certificate for 127.0.0.1 signed by parent (self-signed when parent is nil)
@@ -61,7 +61,7 @@ func TestConnectOverMutualTLS(t *testing.T) {
 	writeCert(t, dir, "client", false, ca, caKey)
 	conf := fmt.Sprintf("listen: \"127.0.0.1:-1\"\ntls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n",
 		filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), filepath.Join(dir, "ca.pem"))
-	ns := natstest.ServerFromConfig(t, dir, conf)
+	ns := testkit.NATSFromConfig(t, dir, conf)
 	url := strings.Replace(ns.ClientURL(), "nats://", "tls://", 1)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	auth := bus.Auth{TLSCA: filepath.Join(dir, "ca.pem"), TLSCert: filepath.Join(dir, "client.pem"), TLSKey: filepath.Join(dir, "client-key.pem")}
@@ -91,7 +91,7 @@ func TestConnectWithNKey(t *testing.T) {
 	otherSeed, _ := other.Seed()
 	otherPub, _ := other.PublicKey()
 	dir := t.TempDir()
-	ns := natstest.ServerFromConfig(t, dir, fmt.Sprintf("listen: \"127.0.0.1:-1\"\nauthorization {\n  users = [ { nkey: %s } ]\n}\n", pub))
+	ns := testkit.NATSFromConfig(t, dir, fmt.Sprintf("listen: \"127.0.0.1:-1\"\nauthorization {\n  users = [ { nkey: %s } ]\n}\n", pub))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := bus.Connect(ns.ClientURL(), bus.ConnectOptions{Name: "t", Who: "fetcher", Auth: bus.Auth{NKeySeed: string(seed)}}, log)
 	if err != nil {
@@ -143,7 +143,7 @@ func TestConnectWithCreds(t *testing.T) {
 	}
 	dir := t.TempDir()
 	conf := fmt.Sprintf("listen: \"127.0.0.1:-1\"\noperator: %q\nresolver: MEMORY\nresolver_preload: {\n  %s: %q\n}\n", ojwt, apub, ajwt)
-	ns := natstest.ServerFromConfig(t, dir, conf)
+	ns := testkit.NATSFromConfig(t, dir, conf)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := bus.Connect(ns.ClientURL(), bus.ConnectOptions{Name: "t", Who: "fetcher", Auth: bus.Auth{Creds: creds(akp)}}, log)
 	if err != nil {

@@ -9,14 +9,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluice-etl/sluice/pkg/fence"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // A refused write says which token was refused, which is recorded and by whom, and how to
 // recover when the database outlived the broker that issued the recorded token.
 func TestRefusalNamesBothTokensAndTheRecovery(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testenv.Postgres(t))
+	conn, err := pgx.Connect(ctx, testkit.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

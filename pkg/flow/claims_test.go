@@ -21,8 +21,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/metrics"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // syncBuffer is a log sink the router's workers may write to concurrently.
@@ -54,7 +54,7 @@ func (s *syncBuffer) lines(substr string) []string {
 // moves.
 func TestCraftedEventsAreRefusedAndChangeNothing(t *testing.T) {
 	ctx := context.Background()
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	opts := bus.Options{Stream: "T", SubjectPrefix: "etl"}
 	if err := bus.Provision(ctx, js, opts); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestCraftedEventsAreRefusedAndChangeNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every crafted event refused", func() bool { return len(logs.lines("refused")) >= len(crafted) })
+	testkit.Eventually(t, 10*time.Second, "every crafted event refused", func() bool { return len(logs.lines("refused")) >= len(crafted) })
 	time.Sleep(200 * time.Millisecond) // let anything that would follow a refusal happen
 	refused := logs.lines("refused")
 	if len(refused) != len(crafted) {
@@ -201,15 +201,6 @@ func labelString(ls []*dto.LabelPair) string {
 		fmt.Fprintf(&b, "{%s=%s}", l.GetName(), l.GetValue())
 	}
 	return b.String()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-	}
 }
 
 // A step that hangs (a statement or request that never answers) is cancelled at its deadline

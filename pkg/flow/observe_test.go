@@ -18,15 +18,15 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/metrics"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // A run whose sensor waits three times and whose next step completes it: one sensor span with a
 // poke event per delivery, both step spans children of the run's root span, and the root span
 // exported once, at the end, with the id the steps used as their parent.
 func TestRunIsOneTraceWithPokeEventsAndARootSpan(t *testing.T) {
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	opts := bus.Options{Stream: "T", SubjectPrefix: "etl"}
 	ctx := context.Background()
 	if err := bus.Provision(ctx, js, opts); err != nil {

@@ -12,9 +12,9 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // A step's message that comes back after its run ended (its process died after publishing,
@@ -76,7 +76,7 @@ func TestReportsOnARunLeaveItsStateAlone(t *testing.T) {
 
 // retries.steps overrides the pipeline's policy for one step, and the delay grows by the backoff.
 func TestRetryPolicyPerStepAndBackoff(t *testing.T) {
-	nc, js := natstest.Connect(t, natstest.Server(t))
+	nc, js := testkit.Connect(t, testkit.NATS(t))
 	ctx := context.Background()
 	opts := bus.Options{Stream: "T", SubjectPrefix: "etl"}
 	if err := bus.Provision(ctx, js, opts); err != nil {

@@ -18,9 +18,9 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 type harness struct {
@@ -33,7 +33,7 @@ type harness struct {
 
 func newHarness(t *testing.T, retries int) *harness {
 	t.Helper()
-	nc, js := natstest.Connect(t, natstest.Server(t))
+	nc, js := testkit.Connect(t, testkit.NATS(t))
 	opts := bus.Options{Stream: "T", SubjectPrefix: "etl"}
 	ctx := context.Background()
 	if err := bus.Provision(ctx, js, opts); err != nil {

@@ -11,12 +11,12 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 func newLeases(t *testing.T) *lease.Leases {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	ctx := context.Background()
 	if err := bus.Provision(ctx, js, bus.Options{Stream: "T", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
@@ -212,8 +212,8 @@ func TestReacquireRightAfterExpiry(t *testing.T) {
 // both while the marker is there (TestReacquireRightAfterExpiry) and after it is gone.
 func TestAcquireAfterTheExpiryMarkerIsGone(t *testing.T) {
 	ctx := context.Background()
-	ns := natstest.Server(t)
-	_, js := natstest.Connect(t, ns)
+	ns := testkit.NATS(t)
+	_, js := testkit.Connect(t, ns)
 	if err := bus.Provision(ctx, js, bus.Options{Stream: "T", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
 	}

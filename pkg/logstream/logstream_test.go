@@ -12,12 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/logstream"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 func TestRunRecordsArePublishedOnTheirSubject(t *testing.T) {
-	nc, js := natstest.Connect(t, natstest.Server(t))
+	nc, js := testkit.Connect(t, testkit.NATS(t))
 	ctx := context.Background()
 	if _, err := js.CreateOrUpdateStream(ctx, logstream.StreamConfig("SLUICE", "etl", logstream.Limits{})); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestRunRecordsArePublishedOnTheirSubject(t *testing.T) {
 // A broker that cannot take records must not hold up the logging step: records are dropped and
 // counted instead.
 func TestAnUnreachableBrokerDropsRecordsWithoutBlocking(t *testing.T) {
-	ns := natstest.Server(t)
+	ns := testkit.NATS(t)
 	nc, err := nats.Connect(ns.ClientURL(), nats.ReconnectBufSize(-1), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)

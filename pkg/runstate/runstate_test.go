@@ -8,12 +8,12 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 func TestAFinalStateIsWrittenOnce(t *testing.T) {
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	if err := bus.Provision(t.Context(), js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestAFinalStateIsWrittenOnce(t *testing.T) {
 // wrote "running"): whatever the interleaving, a reader never sees the run move backward, and
 // it ends at the furthest stage written.
 func TestStateNeverMovesBackwardUnderConcurrentSteps(t *testing.T) {
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	if err := bus.Provision(t.Context(), js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
 	}

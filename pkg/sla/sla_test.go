@@ -12,10 +12,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/sla"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 var opts = bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}
@@ -63,8 +63,8 @@ func TestDeadlineRoundsUp(t *testing.T) {
 }
 
 func TestArmedDeadlineFiresOnceAtItsTimeWithTheRunsTrace(t *testing.T) {
-	ns := natstest.Server(t)
-	_, js := natstest.Connect(t, ns)
+	ns := testkit.NATS(t)
+	_, js := testkit.Connect(t, ns)
 	c := provision(t, js)
 
 	r := run("01JSAA00000000000000000001")
@@ -99,8 +99,8 @@ func TestArmedDeadlineFiresOnceAtItsTimeWithTheRunsTrace(t *testing.T) {
 
 func TestDeadlineSurvivesABrokerRestartAndDisarmStopsIt(t *testing.T) {
 	dir := t.TempDir()
-	ns := natstest.ServerAt(t, dir, -1)
-	nc, js := natstest.Connect(t, ns)
+	ns := testkit.NATSAt(t, dir, -1)
+	nc, js := testkit.Connect(t, ns)
 	provision(t, js)
 	ctx := context.Background()
 
@@ -121,8 +121,8 @@ func TestDeadlineSurvivesABrokerRestartAndDisarmStopsIt(t *testing.T) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 
-	ns = natstest.ServerAt(t, dir, -1)
-	_, js = natstest.Connect(t, ns)
+	ns = testkit.NATSAt(t, dir, -1)
+	_, js = testkit.Connect(t, ns)
 	c := provision(t, js)
 	got, _ := next(t, c, 20*time.Second)
 	if got.RunID != missed.RunID {

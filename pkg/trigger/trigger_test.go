@@ -13,10 +13,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/schedule"
 	"github.com/sluice-etl/sluice/pkg/sla"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
@@ -24,7 +24,7 @@ var opts = bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}
 
 func setup(t *testing.T) (jetstream.JetStream, *trigger.Requester) {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	ctx := context.Background()
 	if err := bus.Provision(ctx, js, opts); err != nil {
 		t.Fatal(err)

@@ -24,10 +24,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/secret"
-	"github.com/sluice-etl/sluice/pkg/slackrecorder"
-	"github.com/sluice-etl/sluice/pkg/smtptest"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // The secrets the tests resolve; none may show up anywhere but at the server that needs it.
@@ -56,8 +54,8 @@ func (b *syncBuffer) String() string {
 
 // env is one test's servers and the config pointing at them.
 type env struct {
-	slack *slackrecorder.Recorder
-	smtp  *smtptest.Server
+	slack *testkit.SlackRecorder
+	smtp  *testkit.SMTPServer
 	kv    jetstream.KeyValue
 	js    jetstream.JetStream
 	logs  *syncBuffer
@@ -67,12 +65,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	ts, rec := slackrecorder.Start(t)
-	mail := smtptest.Start(t)
+	ts, rec := testkit.Slack(t)
+	mail := testkit.SMTP(t)
 	host, port := mail.Addr()
 
-	ns := natstest.Server(t)
-	_, js := natstest.Connect(t, ns)
+	ns := testkit.NATS(t)
+	_, js := testkit.Connect(t, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "sluice_alerts"})
@@ -147,18 +145,6 @@ func failed(pipeline, runID string) *event.Failed {
 		Attempts: 3,
 		Class:    "permanent",
 		Error:    `contract orders: column "amount" is missing`,
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -251,7 +237,7 @@ func TestHandleAlertsEveryChannelOnce(t *testing.T) {
 	if err := handle(t, a, f); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
-	eventually(t, "one slack message and one email", func() bool {
+	testkit.Eventually(t, 10*time.Second, "one slack message and one email", func() bool {
 		return len(e.slack.Posts()) == 1 && len(e.smtp.Messages()) == 1
 	})
 
@@ -331,7 +317,7 @@ func TestHandleOnlyListedChannels(t *testing.T) {
 	if err := handle(t, a, failed("refunds", "01J0REFVNDS000000000000000")); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
-	eventually(t, "one email", func() bool { return len(e.smtp.Messages()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "one email", func() bool { return len(e.smtp.Messages()) == 1 })
 	if err := handle(t, a, failed("quiet", "01J0QVIET00000000000000000")); err != nil {
 		t.Fatalf("Handle quiet: %v", err)
 	}
@@ -503,7 +489,7 @@ func TestHTMLEscapesErrorMessage(t *testing.T) {
 	if err := handle(t, a, f); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
-	eventually(t, "one slack message and one email", func() bool {
+	testkit.Eventually(t, 10*time.Second, "one slack message and one email", func() bool {
 		return len(e.slack.Posts()) == 1 && len(e.smtp.Messages()) == 1
 	})
 	got := parseEmail(t, e.smtp.Messages()[0].Data)

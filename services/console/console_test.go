@@ -25,8 +25,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/console"
 	"github.com/sluice-etl/sluice/services/console/consoletest"
@@ -70,7 +70,7 @@ func start(t *testing.T, password string) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, js := natstest.Connect(t, natstest.Server(t))
+	nc, js := testkit.Connect(t, testkit.NATS(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if err := bus.Provision(ctx, js, app.BusOptions(cfg)); err != nil {

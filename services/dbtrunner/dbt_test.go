@@ -16,7 +16,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 func TestConnEnv(t *testing.T) {
@@ -155,7 +155,7 @@ func TestClassify(t *testing.T) {
 func TestGuardRefusesToCreateTarget(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	url := testenv.Postgres(t)
+	url := testkit.Postgres(t)
 	db, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +248,7 @@ func newRunner(t *testing.T, url string) *Runner {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	r, err := New(testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), 1, url, c, "unused", log)
+	r, err := New(testkit.DBT(t), filepath.Join(testkit.RepoRoot(t), "dbt_project"), 1, url, c, "unused", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func newRunner(t *testing.T, url string) *Runner {
 func TestPreHookRefusesNoToken(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	url := testenv.Postgres(t)
+	url := testkit.Postgres(t)
 	db, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/dbtrunner"
 )
 
@@ -66,8 +66,8 @@ type fixture struct {
 func setup(t *testing.T, schema string) *fixture {
 	t.Helper()
 	ctx := t.Context()
-	url := strings.Replace(testenv.Postgres(t), "postgres@", "postgres:"+password+"@", 1)
-	s3cfg := testenv.S3(t)
+	url := strings.Replace(testkit.Postgres(t), "postgres@", "postgres:"+password+"@", 1)
+	s3cfg := testkit.S3(t)
 	c, err := objstore.New(ctx, s3cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func setup(t *testing.T, schema string) *fixture {
 	}
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r, err := dbtrunner.New(testenv.DBT(t), filepath.Join(testenv.RepoRoot(t), "dbt_project"), 2, url, c, s3cfg.Bucket, log)
+	r, err := dbtrunner.New(testkit.DBT(t), filepath.Join(testkit.RepoRoot(t), "dbt_project"), 2, url, c, s3cfg.Bucket, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +437,7 @@ func TestCancelStopsDBT(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	fake := writeScript(t, dir, "dbt", "#!/bin/sh\necho $$ > "+pidFile+"\nexec sleep 300\n")
-	r, err := dbtrunner.New(fake, filepath.Join(testenv.RepoRoot(t), "dbt_project"), 1, f.url, f.s3, f.bucket, nil)
+	r, err := dbtrunner.New(fake, filepath.Join(testkit.RepoRoot(t), "dbt_project"), 1, f.url, f.s3, f.bucket, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 type env struct {
@@ -38,7 +38,7 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	cfg := testenv.S3(t)
+	cfg := testkit.S3(t)
 	c, err := objstore.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 type env struct {
@@ -37,7 +37,7 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
+	pool, err := pgxpool.New(ctx, testkit.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func setup(t *testing.T) *env {
 	if err := fence.Ensure(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	s3cfg := testenv.S3(t)
+	s3cfg := testkit.S3(t)
 	c, err := objstore.New(ctx, s3cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -21,9 +21,9 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -90,7 +90,7 @@ pipelines:
 // startSensor runs the sensor service with the given pipelines (YAML list items).
 func startSensor(t *testing.T, pipelines string, env_ map[string]string) *env {
 	t.Helper()
-	ns := natstest.Server(t)
+	ns := testkit.NATS(t)
 	vars := map[string]string{"NATS_URL": ns.ClientURL(), "PG_URL": "postgres://unused"}
 	for k, v := range env_ {
 		vars[k] = v
@@ -104,7 +104,7 @@ func startSensor(t *testing.T, pipelines string, env_ map[string]string) *env {
 		t.Fatal(err)
 	}
 	e := &env{cfg: cfg, logs: &bytes.Buffer{}}
-	nc, js := natstest.Connect(t, ns)
+	nc, js := testkit.Connect(t, ns)
 	e.js = js
 	var logMu sync.Mutex
 	log := telemetry.Logger(writerFunc(func(p []byte) (int, error) {
@@ -185,7 +185,7 @@ func (e *env) count(k event.Kind) int {
 func (e *env) await(t *testing.T, runID string, k event.Kind, within time.Duration) event.Event {
 	t.Helper()
 	var got event.Event
-	eventually(t, within, fmt.Sprintf("run %s publishes %s", runID, k), func() bool {
+	testkit.Eventually(t, within, fmt.Sprintf("run %s publishes %s", runID, k), func() bool {
 		if evs := e.find(runID, k); len(evs) > 0 {
 			got = evs[0]
 			return true
@@ -202,16 +202,4 @@ func (e *env) state(t *testing.T, pipeline, ds, runID string) runstate.Record {
 		t.Fatal(err)
 	}
 	return rec
-}
-
-// eventually polls cond every 20 ms until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

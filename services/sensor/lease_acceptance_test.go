@@ -26,11 +26,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 var (
@@ -51,7 +50,7 @@ func TestMain(m *testing.M) {
 // binaries builds the service binaries once per test run; TestMain removes them.
 func binaries(t *testing.T) string {
 	t.Helper()
-	root := testenv.RepoRoot(t)
+	root := testkit.RepoRoot(t)
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "sluice-lease-bin-")
 		if buildErr != nil {
@@ -107,11 +106,11 @@ pipelines:
 func newProcEnv(t *testing.T, sourceURL string, poke, ttl time.Duration) *procEnv {
 	t.Helper()
 	bin := binaries(t)
-	s3 := testenv.S3(t)
-	e := &procEnv{t: t, bin: bin, pg: testenv.Postgres(t)}
-	ns := natstest.Server(t)
+	s3 := testkit.S3(t)
+	e := &procEnv{t: t, bin: bin, pg: testkit.Postgres(t)}
+	ns := testkit.NATS(t)
 	e.nats = ns.ClientURL()
-	_, e.js = natstest.Connect(t, ns)
+	_, e.js = testkit.Connect(t, ns)
 	if err := bus.Provision(context.Background(), e.js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +167,7 @@ func (e *procEnv) start(service, name string) *proc {
 			e.t.Logf("%s output:\n%s", p.name, p.output())
 		}
 	})
-	eventually(e.t, 60*time.Second, name+" starts", func() bool { return strings.Contains(p.output(), `"msg":"started"`) })
+	testkit.Eventually(e.t, 60*time.Second, name+" starts", func() bool { return strings.Contains(p.output(), `"msg":"started"`) })
 	return p
 }
 
@@ -204,7 +203,7 @@ func (e *procEnv) published(runID string, k event.Kind, ds string, within time.D
 	}
 	var ev event.Event
 	var at time.Time
-	eventually(e.t, within, fmt.Sprintf("run %s publishes %s", runID, k), func() bool {
+	testkit.Eventually(e.t, within, fmt.Sprintf("run %s publishes %s", runID, k), func() bool {
 		m, err := st.GetLastMsgForSubject(context.Background(), event.Subject("etl", "orders", k, ds))
 		if err != nil {
 			return false
@@ -271,7 +270,7 @@ func TestKilledHolderIsReplacedWithinLeaseTimePlusOnePoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "run B is queued behind run A", func() bool {
+	testkit.Eventually(t, 10*time.Second, "run B is queued behind run A", func() bool {
 		rec, err := runs.Get(context.Background(), "orders", dsB, runB)
 		return err == nil && rec.State == runstate.Queued && strings.Contains(rec.Detail, "behind run "+runA)
 	})
@@ -345,7 +344,7 @@ func TestPausedHolderCannotCommitAfterLosingItsLease(t *testing.T) {
 	}
 	defer admin.Close(ctx)
 	var holder string
-	eventually(t, 30*time.Second, "run A's validator waits inside its transaction", func() bool {
+	testkit.Eventually(t, 30*time.Second, "run A's validator waits inside its transaction", func() bool {
 		err := admin.QueryRow(ctx, `SELECT application_name FROM pg_stat_activity
 			WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE 'DELETE FROM "public"."staging_orders"%'`).Scan(&holder)
 		return err == nil
@@ -359,7 +358,7 @@ func TestPausedHolderCannotCommitAfterLosingItsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := e.leases()
-	eventually(t, ttl+5*time.Second, "run A's lease expires while its validator is paused", func() bool {
+	testkit.Eventually(t, ttl+5*time.Second, "run A's lease expires while its validator is paused", func() bool {
 		h, held, err := l.Get(ctx, "orders")
 		return err == nil && (!held || h.RunID != runA)
 	})

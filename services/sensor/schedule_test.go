@@ -15,8 +15,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/lease"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
@@ -35,7 +35,7 @@ type sched struct {
 
 func newSched(t *testing.T, p config.Pipeline) *sched {
 	t.Helper()
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	return schedOn(t, js, p)
 }
 
@@ -268,7 +268,7 @@ func TestPlannedButUnpublishedRequestIsPublishedByTheNextTick(t *testing.T) {
 
 // Replicas receive ticks at the same time: each interval is requested once.
 func TestReplicasRequestEachIntervalOnce(t *testing.T) {
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	p := config.Pipeline{Name: "orders", Schedule: "@every 1s"}
 	replicas := []*sched{schedOn(t, js, p), schedOn(t, js, p), schedOn(t, js, p)}
 	base := ts("2026-11-25T10:00:00Z")

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -89,11 +90,11 @@ func TestPokesUntilReadyWithTheConfiguredMethodAndStatus(t *testing.T) {
 	e := startSensor(t, pipeline("orders", src.URL,
 		"      poke_interval: 50ms\n      ready_status: [202]", "      ttl: 5s"), nil)
 	run := e.request(t, "orders", "2026-11-24")
-	eventually(t, 10*time.Second, "two pokes", func() bool { return src.count("2026-11-24") >= 2 })
+	testkit.Eventually(t, 10*time.Second, "two pokes", func() bool { return src.count("2026-11-24") >= 2 })
 	// 200 is not in ready_status: still waiting.
 	src.set("2026-11-24", http.StatusOK)
 	n := src.count("2026-11-24")
-	eventually(t, 10*time.Second, "two more pokes", func() bool { return src.count("2026-11-24") >= n+2 })
+	testkit.Eventually(t, 10*time.Second, "two more pokes", func() bool { return src.count("2026-11-24") >= n+2 })
 	if len(e.find(run, event.KindAvailable)) > 0 {
 		t.Fatal("200 is not a ready status for this pipeline, yet the run became available")
 	}
@@ -134,7 +135,7 @@ func TestSoftFailSkipsTheRunAndFreesTheLease(t *testing.T) {
 	e := startSensor(t, pipeline("orders", src.URL,
 		"      poke_interval: 50ms\n      timeout: 300ms\n      soft_fail: true", "      ttl: 1m"), nil)
 	run := e.request(t, "orders", "2026-11-24")
-	eventually(t, 10*time.Second, "the run is skipped", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the run is skipped", func() bool {
 		return e.state(t, "orders", "2026-11-24", run).State == runstate.Skipped
 	})
 	if rec := e.state(t, "orders", "2026-11-24", run); rec.Detail == "" {
@@ -162,10 +163,10 @@ func TestBusyLeaseQueuesOrSkips(t *testing.T) {
 	}
 	src.set("2026-11-24", http.StatusOK)
 	queued, skipped := e.request(t, "queued", "2026-11-24"), e.request(t, "skipping", "2026-11-24")
-	eventually(t, 10*time.Second, "the skip-policy run is skipped", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the skip-policy run is skipped", func() bool {
 		return e.state(t, "skipping", "2026-11-24", skipped).State == runstate.Skipped
 	})
-	eventually(t, 10*time.Second, "the queue-policy run is queued", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the queue-policy run is queued", func() bool {
 		rec := e.state(t, "queued", "2026-11-24", queued)
 		return rec.State == runstate.Queued && rec.Attempts >= 2
 	})

@@ -15,8 +15,8 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/natstest"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -28,7 +28,7 @@ func TestShortWebhookSecretFailsAtStart(t *testing.T) {
 		"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 16)): "is 16 bytes",
 		"short-shared-secret": "is 19 bytes",
 	} {
-		ns := natstest.Server(t)
+		ns := testkit.NATS(t)
 		path := filepath.Join(t.TempDir(), "sluice.yaml")
 		if err := os.WriteFile(path, []byte(configHead+pipeline("orders", "http://127.0.0.1:1", hookSensor, "      ttl: 2m")), 0o600); err != nil {
 			t.Fatal(err)
@@ -95,7 +95,7 @@ func TestPokesCountOnlyChecksOfTheSource(t *testing.T) {
 	}
 	src.set("2026-11-24", http.StatusOK)
 	run := e.request(t, "orders", "2026-11-24")
-	eventually(t, 10*time.Second, "the run waits behind the lease a few times", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the run waits behind the lease a few times", func() bool {
 		rec := e.state(t, "orders", "2026-11-24", run)
 		return rec.Span != nil && len(rec.Span.Waits) >= 4
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -116,7 +117,7 @@ func TestWebhookRejectsBadPushesAndTriggersNothing(t *testing.T) {
 	e := startSensor(t, pipeline("orders", src.URL, hookSensor, "      ttl: 2m"), map[string]string{"HOOK_SECRET": secret})
 	ds := "2026-11-24"
 	run := e.request(t, "orders", ds)
-	eventually(t, 10*time.Second, "the run waits in the sensor", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the run waits in the sensor", func() bool {
 		return e.state(t, "orders", ds, run).State == runstate.Waiting
 	})
 	now := time.Now()
@@ -168,7 +169,7 @@ func TestWebhookRejectsBadPushesAndTriggersNothing(t *testing.T) {
 		t.Errorf("available lists steps %+v, want the sensor step", av.Steps)
 	}
 	// The parked copy is gone from the sensor's consumer, so it can never publish a second time.
-	eventually(t, 5*time.Second, "the parked request leaves the sensor's consumer", func() bool { return pending(t, e) == 0 })
+	testkit.Eventually(t, 5*time.Second, "the parked request leaves the sensor's consumer", func() bool { return pending(t, e) == 0 })
 	if rec := e.state(t, "orders", ds, run); rec.State != runstate.Running || rec.Stage != runstate.StageOf(event.KindAvailable, false) || len(rec.Steps) != 1 {
 		t.Errorf("run state after the push: %+v, want handed on to the next step with the sensor step recorded", rec)
 	}
@@ -225,7 +226,7 @@ func TestParkedCopyOfAWebhookCompletedRunIsDropped(t *testing.T) {
 		map[string]string{"HOOK_SECRET": secret})
 	ds := "2026-11-24"
 	run := e.request(t, "orders", ds)
-	eventually(t, 10*time.Second, "the sensor pokes", func() bool { return src.count(ds) >= 1 })
+	testkit.Eventually(t, 10*time.Second, "the sensor pokes", func() bool { return src.count(ds) >= 1 })
 	ctx := context.Background()
 	kv, err := e.js.KeyValue(ctx, sensor.MarkBucket)
 	if err != nil {
@@ -244,7 +245,7 @@ func TestParkedCopyOfAWebhookCompletedRunIsDropped(t *testing.T) {
 	if err := e.stack.Router.Leases().Release(ctx, "orders", run); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the parked copy is dropped", func() bool { return pending(t, e) == 0 })
+	testkit.Eventually(t, 5*time.Second, "the parked copy is dropped", func() bool { return pending(t, e) == 0 })
 	if n := len(e.find(run, event.KindAvailable)); n != 1 {
 		t.Errorf("%d available events, want only the webhook's", n)
 	}

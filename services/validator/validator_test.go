@@ -25,7 +25,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 type env struct {
@@ -50,12 +50,12 @@ func ordersPipeline(schema string) config.Pipeline {
 func setup(t *testing.T) *env {
 	t.Helper()
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
+	pool, err := pgxpool.New(ctx, testkit.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	s3cfg := testenv.S3(t)
+	s3cfg := testkit.S3(t)
 	client, err := objstore.New(ctx, s3cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +365,7 @@ func TestHandleRejectsBadDS(t *testing.T) {
 
 func TestPrepare(t *testing.T) {
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, testenv.Postgres(t))
+	pool, err := pgxpool.New(ctx, testkit.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,9 @@
-// Package smtptest starts a real SMTP server (emersion/go-smtp) in-process for tests. It listens
+// A real SMTP server (emersion/go-smtp) in-process for tests. It listens
 // on 127.0.0.1 without TLS, accepts every sender and recipient, offers PLAIN authentication over
 // the plain connection and accepts any credentials, and records each message it receives with
 // its envelope and the credentials the client authenticated with.
-package smtptest
+
+package testkit
 
 import (
 	"bytes"
@@ -18,8 +19,8 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Message is one message the server accepted.
-type Message struct {
+// Mail is one message the server accepted.
+type Mail struct {
 	From string
 	To   []string
 	// Data is the message as the client sent it: headers and MIME body.
@@ -30,22 +31,22 @@ type Message struct {
 	Password string
 }
 
-// Server is a running SMTP server.
-type Server struct {
+// SMTPServer is a running SMTP server.
+type SMTPServer struct {
 	addr *net.TCPAddr
 
 	mu   sync.Mutex
-	msgs []Message
+	msgs []Mail
 }
 
-// Start starts a server on a random port of 127.0.0.1 and stops it when the test ends.
-func Start(t testing.TB) *Server {
+// SMTP starts a server on a random port of 127.0.0.1 and stops it when the test ends.
+func SMTP(t testing.TB) *SMTPServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("smtptest: listen: %v", err)
 	}
-	s := &Server{addr: l.Addr().(*net.TCPAddr)}
+	s := &SMTPServer{addr: l.Addr().(*net.TCPAddr)}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &session{srv: s}, nil
 	}))
@@ -68,15 +69,15 @@ func Start(t testing.TB) *Server {
 }
 
 // Addr returns the host and port the server listens on.
-func (s *Server) Addr() (host string, port int) {
+func (s *SMTPServer) Addr() (host string, port int) {
 	return s.addr.IP.String(), s.addr.Port
 }
 
 // Messages returns a copy of the messages received so far, in order.
-func (s *Server) Messages() []Message {
+func (s *SMTPServer) Messages() []Mail {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Message, len(s.msgs))
+	out := make([]Mail, len(s.msgs))
 	for i, m := range s.msgs {
 		m.To = slices.Clone(m.To)
 		m.Data = bytes.Clone(m.Data)
@@ -88,9 +89,9 @@ func (s *Server) Messages() []Message {
 // session is one SMTP connection; it records a message when its DATA completes, before the
 // server answers 250, so a client that got its reply finds the message in Messages.
 type session struct {
-	srv                *Server
+	srv                *SMTPServer
 	username, password string
-	msg                Message
+	msg                Mail
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -108,7 +109,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 }
 
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	s.msg = Message{From: from}
+	s.msg = Mail{From: from}
 	return nil
 }
 
@@ -130,6 +131,6 @@ func (s *session) Data(r io.Reader) error {
 	return nil
 }
 
-func (s *session) Reset() { s.msg = Message{} }
+func (s *session) Reset() { s.msg = Mail{} }
 
 func (s *session) Logout() error { return nil }

@@ -1,6 +1,4 @@
-// Package natstest starts a real embedded NATS server with JetStream for tests, in the manner of
-// nats-server's RunBasicJetStreamServer.
-package natstest
+package testkit
 
 import (
 	"os"
@@ -13,14 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Server starts a JetStream server on a random port with its store in a temp dir.
-func Server(t testing.TB) *server.Server {
+// NATS starts a JetStream server on a random port with its store in a temp dir.
+func NATS(t testing.TB) *server.Server {
 	t.Helper()
-	return ServerAt(t, t.TempDir(), -1)
+	return NATSAt(t, t.TempDir(), -1)
 }
 
-// ServerAt starts a JetStream server storing in dir on port (-1 for random).
-func ServerAt(t testing.TB, dir string, port int) *server.Server {
+// NATSAt starts a JetStream server storing in dir on port (-1 for random).
+func NATSAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
 	if err != nil {
@@ -49,11 +47,11 @@ func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
-// ServerFromConfig starts a server from config text, read by the server's own parser
+// NATSFromConfig starts a server from config text, read by the server's own parser
 // (server.ProcessConfigFile) as nats-server would read it; text may include files relative to
 // dir, where it is written. JetStream stores in dir/jetstream; listen on 127.0.0.1:-1 in text
 // picks a free port.
-func ServerFromConfig(t testing.TB, dir, text string) *server.Server {
+func NATSFromConfig(t testing.TB, dir, text string) *server.Server {
 	t.Helper()
 	path := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {

@@ -1,7 +1,8 @@
-// Package testenv gives tests the real servers `make test` starts (a throwaway PostgreSQL
-// cluster, versitygw for S3, dbt in the project virtualenv): each test gets its own database and
-// bucket. A test run without them fails and names the make target that provides them.
-package testenv
+// The real servers `make test` starts (a throwaway PostgreSQL cluster, versitygw for S3, dbt in
+// the project virtualenv): each test gets its own database and bucket. A test run without them
+// fails and names the make target that provides them.
+
+package testkit
 
 import (
 	"context"

@@ -1,8 +1,7 @@
-// Package slackrecorder runs slack-go's slacktest server with chat.postMessage recorded, so
-// tests can count and read the Slack messages sluice posts. slacktest's own handler forwards
-// posted messages to RTM websocket clients and keeps no list of them, so this replaces that one
-// route through slacktest's Customize hook.
-package slackrecorder
+// A Slack API for tests: slack-go's slacktest server with chat.postMessage recorded, so tests can
+// count and read the Slack messages sluice posts.
+
+package testkit
 
 import (
 	"encoding/json"
@@ -19,29 +18,29 @@ import (
 	"github.com/slack-go/slack/slacktest"
 )
 
-// Post is one chat.postMessage call the Slack test server received.
-type Post struct {
+// SlackPost is one chat.postMessage call the Slack test server received.
+type SlackPost struct {
 	Channel string
 	Text    string
 	Blocks  string // JSON, as posted
 	Token   string // the credential the request carried
 }
 
-// Recorder answers chat.postMessage on slack-go's slacktest server and records each call.
+// SlackRecorder answers chat.postMessage on slack-go's slacktest server and records each call.
 // slacktest's own handler forwards posted messages to RTM websocket clients and keeps no list of
 // them, so the test replaces that one route through slacktest's Customize hook.
-type Recorder struct {
+type SlackRecorder struct {
 	mu       sync.Mutex
-	posts    []Post
+	posts    []SlackPost
 	attempts int
 	// failWith makes calls fail: a Slack error code ("channel_not_found") or an HTTP status.
 	failWith string
 }
 
-// Start runs the server and stops it when the test ends.
-func Start(t testing.TB) (*slacktest.Server, *Recorder) {
+// Slack runs the server and stops it when the test ends.
+func Slack(t testing.TB) (*slacktest.Server, *SlackRecorder) {
 	t.Helper()
-	rec := &Recorder{}
+	rec := &SlackRecorder{}
 	ts := slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", rec.postMessage)
 	})
@@ -50,7 +49,7 @@ func Start(t testing.TB) (*slacktest.Server, *Recorder) {
 	return ts, rec
 }
 
-func (r *Recorder) postMessage(w http.ResponseWriter, req *http.Request) {
+func (r *SlackRecorder) postMessage(w http.ResponseWriter, req *http.Request) {
 	if err := req.ParseForm(); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -82,7 +81,7 @@ func (r *Recorder) postMessage(w http.ResponseWriter, req *http.Request) {
 	if token == "" {
 		token = strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
 	}
-	r.posts = append(r.posts, Post{
+	r.posts = append(r.posts, SlackPost{
 		Channel: req.PostForm.Get("channel"),
 		Text:    req.PostForm.Get("text"),
 		Blocks:  req.PostForm.Get("blocks"),
@@ -91,20 +90,20 @@ func (r *Recorder) postMessage(w http.ResponseWriter, req *http.Request) {
 	reply(map[string]any{"ok": true, "channel": req.PostForm.Get("channel"), "ts": fmt.Sprint(time.Now().UnixNano())})
 }
 
-func (r *Recorder) Posts() []Post {
+func (r *SlackRecorder) Posts() []SlackPost {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.posts)
 }
 
-func (r *Recorder) Fail(with string) {
+func (r *SlackRecorder) Fail(with string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.failWith = with
 }
 
 // Attempts counts every chat.postMessage call, failed ones included.
-func (r *Recorder) Attempts() int {
+func (r *SlackRecorder) Attempts() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.attempts
