@@ -14,7 +14,7 @@ DOCKER_ENV := DOCKER_HOST=unix://$(DOCKER_DIR)/docker.sock DOCKER_CONFIG=$(DOCKE
 MODULES := pkg schemas cmd/sluice services/sensor services/fetcher services/validator services/partitioner services/dbtrunner services/alerter services/console deploy/check tools/versitygw
 # The benchmark harnesses (bench/): modules of their own, outside go.work, run with GOWORK=off;
 # vetted and version-checked with the others.
-BENCH_MODULES := bench/console bench/sensor bench/datapath
+BENCH_MODULES := bench/console bench/sensor bench/datapath bench/scale
 # deploy/check's tests are the infrastructure checks: they run in infra-check, not with the services'.
 TEST_MODULES := $(filter-out deploy/check,$(MODULES))
 GOTEST_FLAGS ?= -count=1 -timeout 35m

@@ -11,12 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluice-etl/sluice/pkg/natstest/cluster"
+	"github.com/sluice-etl/sluice/pkg/testkit/cluster"
 )
 
 // broker is the JetStream servers of one measurement: nats-server processes (the server module
 // sluice embeds) with a file store synced on every write: one server, or a cluster over loopback
-// routes (pkg/natstest/cluster, the chaos suite's kit) when there are several.
+// routes (pkg/testkit/cluster, the chaos suite's kit) when there are several.
 type broker struct {
 	single  *proc
 	cluster *cluster.Cluster

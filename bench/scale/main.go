@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sluice-etl/sluice/pkg/natstest/cluster"
+	"github.com/sluice-etl/sluice/pkg/testkit/cluster"
 )
 
 func main() {

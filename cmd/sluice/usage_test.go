@@ -10,14 +10,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-etl/sluice/pkg/testenv"
+	"github.com/sluice-etl/sluice/pkg/testkit"
 )
 
 // The usage is generated from the commands' flags (kong), so it cannot drift from them; these
 // tests hold the README's copy to it and check that every command and flag is described.
 
 func TestReadmeCommandReferenceIsTheUsage(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "README.md"))
+	readme, err := os.ReadFile(filepath.Join(testkit.RepoRoot(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

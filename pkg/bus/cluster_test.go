@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
-	"github.com/sluice-etl/sluice/pkg/natstest/cluster"
+	"github.com/sluice-etl/sluice/pkg/testkit/cluster"
 )
 
 // TestProvisionR3ReadsWhatItWrote provisions at R3 on a three-node cluster and checks that a KV

@@ -118,7 +118,7 @@ func TestStateNeverMovesBackwardUnderConcurrentSteps(t *testing.T) {
 // the sensor and the steps after it move it on) all get their write in: the compare-and-set loop
 // backs off between attempts instead of giving up with "too much contention".
 func TestConcurrentWritersAllLand(t *testing.T) {
-	_, js := natstest.Connect(t, natstest.Server(t))
+	_, js := testkit.Connect(t, testkit.NATS(t))
 	if err := bus.Provision(t.Context(), js, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}); err != nil {
 		t.Fatal(err)
 	}
