@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
@@ -295,7 +296,7 @@ func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition str
 		err = fmt.Errorf("count upsert of %s.%s into %s.%s: %w", p.Target.Schema, p.StagingTable, p.Target.Schema, p.Target.Table, err)
 		var pe *pgconn.PgError
 		// Class 42 (undefined table or column, no privilege) will not fix itself on retry.
-		if errors.As(err, &pe) && len(pe.Code) == 5 && pe.Code[:2] == "42" {
+		if errors.As(err, &pe) && pgerrcode.IsSyntaxErrororAccessRuleViolation(pe.Code) {
 			return counts{}, flow.Permanent(err)
 		}
 		return counts{}, err

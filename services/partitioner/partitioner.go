@@ -10,13 +10,16 @@ package partitioner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-etl/sluice/pkg/app"
@@ -216,14 +219,13 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 	}, nil
 }
 
-// classify marks DDL errors that retrying cannot fix (an overlapping partition, a target that
-// exists but is not partitioned) as permanent.
+// classify marks DDL errors that retrying cannot fix as permanent: PostgreSQL's class 42
+// (syntax error or access rule violation), which holds an overlapping partition (42P17), a target
+// that exists but is not partitioned, an undefined table or a missing privilege.
 func classify(err error) error {
-	msg := err.Error()
-	for _, s := range []string{"would overlap", "is not partitioned", "SQLSTATE 42"} {
-		if strings.Contains(msg, s) {
-			return flow.Permanent(err)
-		}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pgerrcode.IsSyntaxErrororAccessRuleViolation(pe.Code) {
+		return flow.Permanent(err)
 	}
 	return err
 }

@@ -132,6 +132,32 @@ func TestHandleCreatesTargetIndexAndPartition(t *testing.T) {
 	}
 }
 
+// DDL that retrying cannot fix fails the run at once (PostgreSQL class 42): a partition that would
+// overlap one made by hand, and a target table that exists but is not partitioned.
+func TestDDLErrorsArePermanent(t *testing.T) {
+	e := setup(t)
+	ctx := t.Context()
+	if _, err := e.pt.Handle(ctx, e.p, validated("2024-01-01", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `CREATE TABLE orders_by_hand PARTITION OF orders FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.pt.Handle(ctx, e.p, validated("2024-02-10", 2))
+	if !flow.IsPermanent(err) || !strings.Contains(err.Error(), "would overlap") {
+		t.Fatalf("overlapping partition: err = %v, want a permanent error saying it would overlap", err)
+	}
+
+	e2 := setup(t)
+	if _, err := e2.pool.Exec(ctx, `CREATE TABLE public.orders (order_id bigint, load_date date)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e2.pt.Handle(ctx, e2.p, validated("2024-01-01", 1))
+	if !flow.IsPermanent(err) || !strings.Contains(err.Error(), "is not partitioned") {
+		t.Fatalf("unpartitioned target: err = %v, want a permanent error saying it is not partitioned", err)
+	}
+}
+
 // fill creates the partitions of days and puts n rows in each.
 func (e *env) fill(t *testing.T, n int, days ...string) {
 	t.Helper()
