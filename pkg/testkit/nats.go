@@ -20,7 +20,14 @@ func NATS(t testing.TB) *server.Server {
 // NATSAt starts a JetStream server storing in dir on port (-1 for random).
 func NATSAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
+	return startNATS(t, &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoSigs: true})
+}
+
+// startNATS starts a server with opts, waits until it takes connections and stops it when the
+// test ends.
+func startNATS(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -65,14 +72,5 @@ func NATSFromConfig(t testing.TB, dir, text string) *server.Server {
 	if opts.StoreDir == "" {
 		opts.StoreDir = filepath.Join(dir, "jetstream")
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns
+	return startNATS(t, opts)
 }
