@@ -8,8 +8,15 @@
 # (sluice, baseline, sluice, ...), REPS times each. Every figure carries the CPU seconds of the
 # command with its children (dbt included), PostgreSQL's CPU seconds and the 1-minute load average.
 #   bench/e2e/run.sh          (or: make bench-e2e)
+# Each measured `sluice run` attaches to a `sluice up` started for its database and given time to
+# warm its dbt worker, after one untimed run of another date (WARMUP) through the same `sluice up`:
+# a run as it goes in a service that is up. COLD_SIZES are also run the old way, `sluice run`
+# alone (JetStream, the six services and the dbt worker started and stopped by the command).
+# BACKFILL_DAYS dates of BACKFILL_SIZE rows go through one `sluice backfill`, on a warm
+# `sluice up` and alone.
 # Knobs: SIZES ("1000 100000"; add 999999 for the 1M row: the sample source's most), HIST_SIZES (1000), HIST_ROWS (1000000;
-#        the issue's goal is stated for 10000000), HIST_DAYS (100), REPS (3), BENCH_DIR
+#        the issue's goal is stated for 10000000), HIST_DAYS (100), REPS (3), WARMUP (1; 0: none),
+#        COLD_SIZES (1000), BACKFILL_DAYS (30; 0: none), BACKFILL_SIZE (1000), BENCH_DIR
 #        (.sluice/bench/e2e), RESULTS (bench/RESULTS.md; empty: only print the section).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,7 +25,8 @@ work=${BENCH_DIR:-$root/.sluice/bench/e2e}
 bin=$work/bin
 bench_name=bench-e2e
 export SIZES=${SIZES:-1000 100000} HIST_SIZES=${HIST_SIZES-1000} HIST_ROWS=${HIST_ROWS:-1000000}
-export HIST_DAYS=${HIST_DAYS:-100} REPS=${REPS:-3}
+export HIST_DAYS=${HIST_DAYS:-100} REPS=${REPS:-3} WARMUP=${WARMUP:-1} COLD_SIZES=${COLD_SIZES-1000}
+export BACKFILL_DAYS=${BACKFILL_DAYS:-30} BACKFILL_SIZE=${BACKFILL_SIZE:-1000}
 ds=2026-11-25
 
 . "$root/bench/lib.sh"
@@ -36,7 +44,7 @@ mkdir -p "$runs"
 
 # One sample source per size, on free ports; each serves the same file to sluice and to psql.
 declare -A src
-for n in $(printf '%s\n' $SIZES $HIST_SIZES | sort -un); do
+for n in $(printf '%s\n' $SIZES $HIST_SIZES $COLD_SIZES $BACKFILL_SIZE | sort -un); do
   bench_source "$n" -rows "$n"
   src[$n]=$source_url
   curl -fsS -o "$work/orders-$n.csv" "${src[$n]}/data/$ds.csv"
@@ -84,21 +92,18 @@ newdb() {
   psql -qX "$(dburl "$1")" -c 'CHECKPOINT' >/dev/null
 }
 
-sluice_run() { # sluice_run SIZE HIST REP
-  local n=$1 hist=$2 rep=$3 name="s_${1}_${2}_${3}"
-  local dir=$runs/$name
-  mkdir -p "$dir"
-  newdb "$name" "$hist"
-  cat >"$dir/sluice.yaml" <<YAML
+# sluice_config DIR SIZE BUCKET: the run's config, on the sample source of SIZE rows
+sluice_config() {
+  cat >"$1/sluice.yaml" <<YAML
 nats:
   listen: 127.0.0.1:$(free_port)
-  data_dir: $dir/nats
+  data_dir: $1/nats
   subject_prefix: etl
 postgres:
   url: env:DATABASE_URL
 s3:
   endpoint: env:SLUICE_S3_ENDPOINT
-  bucket: e2e-${n}-${hist}-${rep}
+  bucket: $3
   access_key: env:SLUICE_S3_ACCESS_KEY
   secret_key: env:SLUICE_S3_SECRET_KEY
   path_style: true
@@ -110,7 +115,7 @@ console:
 pipelines:
   - name: orders
     source:
-      url: ${src[$n]}/data/{ds}.csv
+      url: ${src[$2]}/data/{ds}.csv
       method: HEAD
     sensor:
       poke_interval: 1s
@@ -127,10 +132,63 @@ pipelines:
     retries:
       max: 0
 YAML
-  say "sluice run: $n rows, history $hist, repetition $rep"
-  DATABASE_URL=$(dburl "$name") SLUICE_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT \
-    "$here/timed.py" --name sluice_run --size "$n" --hist "$hist" --rep "$rep" --pg-pid "$pg_pid" \
+}
+
+# up_start DIR: `sluice up` on DIR/sluice.yaml (log DIR/up.log), once its dbt worker is warm
+up_pid=
+up_start() {
+  "$bin/sluice" up --config "$1/sluice.yaml" --http "127.0.0.1:$(free_port)" --console off -v >"$1/up.log" 2>&1 &
+  up_pid=$!
+  pids+=("$up_pid")
+  for _ in $(seq 1 1200); do
+    grep -q '"msg":"dbt worker warm"' "$1/up.log" && return 0
+    kill -0 "$up_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  say "sluice up did not warm its dbt worker; see $1/up.log"; exit 1
+}
+up_stop() { kill -TERM "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; up_pid=; }
+
+# wait_docs DIR RUN_ID: until the dbt-runner has published the run's docs (in the background,
+# after completed), so their work never overlaps the next measurement
+wait_docs() {
+  for _ in $(seq 1 3000); do
+    grep '"msg":"dbt docs published"' "$1/up.log" | grep -q "\"run_id\":\"$2\"" && return 0
+    grep '"msg":"dbt docs not published"' "$1/up.log" | grep -q "\"run_id\":\"$2\"" && { say "docs of $2 not published; see $1/up.log"; return 0; }
+    sleep 0.1
+  done
+  say "no docs for run $2 after 5 minutes; see $1/up.log"
+}
+
+run_id_of() { awk '/^  run id /{print $3; exit}' "$1"; }
+
+sluice_run() { # sluice_run SIZE HIST REP [cold]
+  local n=$1 hist=$2 rep=$3 mode=${4:-warm} name="s_${1}_${2}_${3}${4:+_$4}"
+  local dir=$runs/$name
+  mkdir -p "$dir"
+  newdb "$name" "$hist"
+  sluice_config "$dir" "$n" "e2e-${n}-${hist}-${rep}${4:+-$4}"
+  export DATABASE_URL=$(dburl "$name") SLUICE_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT
+  local also=()
+  if [ "$mode" = warm ]; then
+    up_start "$dir"
+    also=(--also-pid "$up_pid")
+    if [ "$WARMUP" = 1 ]; then
+      local wds
+      wds=$(date -u -d "$ds + 60 day" +%F)
+      say "warm-up run of $wds ($n rows) on that sluice up"
+      "$bin/sluice" run --config "$dir/sluice.yaml" --pipeline orders --date "$wds" -v >"$dir/warmup.log" 2>&1 ||
+        { say "the warm-up run failed; see $dir/warmup.log $dir/up.log"; exit 1; }
+      wait_docs "$dir" "$(run_id_of "$dir/warmup.log")"
+    fi
+  fi
+  say "sluice run ($mode): $n rows, history $hist, repetition $rep"
+  "$here/timed.py" --name "sluice_${mode/warm/run}" --size "$n" --hist "$hist" --rep "$rep" --pg-pid "$pg_pid" "${also[@]}" \
     --log "$dir/run.log" -- "$bin/sluice" run --config "$dir/sluice.yaml" --pipeline orders --date "$ds" -v >>"$results"
+  if [ "$mode" = warm ]; then
+    wait_docs "$dir" "$(run_id_of "$dir/run.log")"
+    up_stop
+  fi
   # The run must have loaded the very file the baseline loads, all of it, or its time is not
   # comparable: the summary's sha256 against the file's, the rows in the target against the
   # file's distinct order_ids.
@@ -140,6 +198,29 @@ YAML
   got=$(psql -X -tA "$(dburl "$name")" -c "SELECT count(*) FROM public.orders WHERE load_date = '$ds'")
   want=$(tail -n +2 "$work/orders-$n.csv" | cut -d, -f1 | sort -u | wc -l)
   [ "$got" = "$want" ] || { say "orders in $ds: $got, want $want; see $dir/run.log"; exit 1; }
+  asql "DROP DATABASE $name WITH (FORCE)"
+}
+
+backfill() { # backfill REP warm|cold: BACKFILL_DAYS dates of BACKFILL_SIZE rows through one `sluice backfill`
+  local n=$BACKFILL_SIZE rep=$1 mode=$2 name="bf_${2}_${1}"
+  local dir=$runs/$name from to
+  mkdir -p "$dir"
+  newdb "$name" 0
+  sluice_config "$dir" "$n" "e2e-bf-${mode}-${rep}"
+  export DATABASE_URL=$(dburl "$name") SLUICE_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT
+  from=$(date -u -d "$ds - $((BACKFILL_DAYS - 1)) day" +%F) to=$ds
+  local also=()
+  if [ "$mode" = warm ]; then
+    up_start "$dir"
+    also=(--also-pid "$up_pid")
+  fi
+  say "sluice backfill ($mode): $BACKFILL_DAYS dates of $n rows, $from to $to, repetition $rep"
+  "$here/timed.py" --name "backfill_$mode" --size "$n" --hist 0 --rep "$rep" --pg-pid "$pg_pid" "${also[@]}" \
+    --log "$dir/run.log" -- "$bin/sluice" backfill --config "$dir/sluice.yaml" --pipeline orders --from "$from" --to "$to" -v >>"$results"
+  [ "$mode" = warm ] && up_stop
+  local got
+  got=$(psql -X -tA "$(dburl "$name")" -c "SELECT count(DISTINCT load_date) FROM public.orders")
+  [ "$got" = "$BACKFILL_DAYS" ] || { say "backfill loaded $got dates, want $BACKFILL_DAYS; see $dir/run.log"; exit 1; }
   asql "DROP DATABASE $name WITH (FORCE)"
 }
 
@@ -177,6 +258,13 @@ for rep in $(seq 1 "$REPS"); do
     sluice_run "$n" 0 "$rep"
     baseline "$n" 0 "$rep"
   done
+  for n in $COLD_SIZES; do
+    sluice_run "$n" 0 "$rep" cold
+  done
+  if [ "$BACKFILL_DAYS" -gt 0 ]; then
+    backfill "$rep" warm
+    backfill "$rep" cold
+  fi
   for n in $HIST_SIZES; do
     sluice_run "$n" "$HIST_ROWS" "$rep"
     baseline "$n" "$HIST_ROWS" "$rep"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Runs one command and prints one JSON line: wall seconds, the CPU seconds of the command and
 every child it waited for (dbt included), the CPU seconds PostgreSQL's processes spent meanwhile
-(the postmaster's own, its reaped backends' and its live children's, from /proc), and the 1-minute
-load average before and after. The command's output goes to --log.
-  timed.py --name NAME --size N --hist H --rep R --pg-pid PID --log FILE -- CMD...
+(the postmaster's own, its reaped backends' and its live children's, from /proc), the same for
+--also-pid (a `sluice up` the command attaches to, with its dbt worker), and the 1-minute load
+average before and after. The command's output goes to --log.
+  timed.py --name NAME --size N --hist H --rep R --pg-pid PID [--also-pid PID] --log FILE -- CMD...
 """
 import argparse, json, os, resource, subprocess, sys, time
 
@@ -48,12 +49,14 @@ def main():
     ap.add_argument("--hist", type=int, default=0)
     ap.add_argument("--rep", type=int, default=1)
     ap.add_argument("--pg-pid", type=int, default=0)
+    ap.add_argument("--also-pid", type=int, default=0)
     ap.add_argument("--log", required=True)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
     load0 = os.getloadavg()[0]
     pg0 = tree_cpu(a.pg_pid)
+    up0 = tree_cpu(a.also_pid)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     with open(a.log, "w") as log:
@@ -61,11 +64,13 @@ def main():
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     pg1 = tree_cpu(a.pg_pid)
+    up1 = tree_cpu(a.also_pid)
     out = {
         "name": a.name, "size": a.size, "hist": a.hist, "rep": a.rep, "rc": rc,
         "wall_s": round(wall, 3),
         "cpu_s": round((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), 2),
         "pg_cpu_s": round(pg1 - pg0, 2),
+        "up_cpu_s": round(up1 - up0, 2),
         "load1_before": round(load0, 2), "load1_after": round(os.getloadavg()[0], 2),
         "log": a.log,
     }

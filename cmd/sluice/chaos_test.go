@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -271,6 +272,7 @@ func chaosCases() []chaosCase {
 		chaosCase{name: "NATS restart", run: natsRestart},
 		chaosCase{name: "PostgreSQL backend terminated during COPY", run: pgDuringCopy},
 		chaosCase{name: "PostgreSQL backend terminated during the dbt upsert", run: pgDuringUpsert},
+		chaosCase{name: "SIGKILL dbt worker mid-upsert", run: dbtWorkerDuringUpsert},
 		chaosCase{name: "S3 503 twice", run: func(t *testing.T, s *chaosSuite) chaosResult {
 			ds := s.nextDS()
 			s.s3.mu.Lock()
@@ -595,6 +597,87 @@ func pgDuringUpsert(t *testing.T, s *chaosSuite) chaosResult {
 		r.correct = 0
 	}
 	return r
+}
+
+// dbtWorkerDuringUpsert SIGKILLs the dbt-runner's warm dbt worker (its Python child process)
+// while the orders model's upsert waits for a lock inside its transaction: the transaction dies
+// with the connection, orders is unchanged, the step fails as transient and the retry, in a fresh
+// worker, completes the run.
+func dbtWorkerDuringUpsert(t *testing.T, s *chaosSuite) chaosResult {
+	ds := s.nextDS()
+	before, _ := s.table()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	runID := s.request("orders", ds)
+	s.poll("the run to reach partitioned", 3*time.Minute, func() bool {
+		return s.events("orders", ds, runID)[event.KindPartitioned] > 0
+	})
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE orders IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	s.poll("the orders model to wait for the lock", 3*time.Minute, func() bool {
+		return s.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%node=model.sluice.orders%'`) > 0
+	})
+	res := chaosResult{fault: "SIGKILL the dbt-runner's dbt worker during the upsert (inside its transaction)"}
+	worker := childWith(t, s.procs["dbtrunner"].cmd.Process.Pid, "worker.py")
+	if err := syscall.Kill(worker, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Its backend still waits for the lock; once it has it, it finds its client gone and rolls
+	// back (nothing else was sent). completes checks the table the retry leaves.
+	mid, _ := s.table()
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(mid) != len(before) || tableChecksum(mid) != tableChecksum(before) {
+		t.Errorf("orders changed by the killed upsert: %d rows -> %d", len(before), len(mid))
+		res.failed = true
+	}
+	r := s.completes(t, res.fault, ds, runID, sourceOpts)
+	r.failed = r.failed || res.failed
+	if res.failed {
+		r.correct = 0
+	}
+	return r
+}
+
+// childWith returns the pid of the child process of parent whose command line contains arg.
+func childWith(t *testing.T, parent int, arg string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(parent) {
+			continue
+		}
+		if cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline"); strings.Contains(string(cmdline), arg) {
+			return pid
+		}
+	}
+	t.Fatalf("no child of process %d runs %s", parent, arg)
+	return 0
 }
 
 // backend returns the pid of the test database's backend running a query like pattern.

@@ -383,11 +383,13 @@ func TestOneTraceMetricsDocsAndLineageAcrossSixProcesses(t *testing.T) {
 
 	// One trace: the root span (exported when the run ends), the six step spans as its
 	// children, each from its own process, the request span from this test's process. Each
-	// process exports in its own batches, so wait for every step's span and every parent.
+	// process exports in its own batches, so wait for every step's span and every parent, and
+	// for the dbt docs the dbt-runner publishes in the background after completed (their last
+	// spans: the copies to the run's docs key).
 	var spans []span
-	testkit.Eventually(t, 30*time.Second, "every step's span and its parent", func() bool {
+	testkit.Eventually(t, 2*time.Minute, "every step's span and its parent, and the docs' spans", func() bool {
 		spans = rcv.trace(traceID)
-		if findSpan(spans, "run orders "+ds) == nil {
+		if findSpan(spans, "run orders "+ds) == nil || findSpan(spans, "dbt docs generate") == nil || findSpan(spans, "S3.CopyObject") == nil {
 			return false
 		}
 		for _, name := range serviceNames {
@@ -685,6 +687,12 @@ func checkDocs(t *testing.T, st *stack, c *event.Completed) {
 	t.Helper()
 	base := "http://" + st.procs["dbtrunner"].addr
 	url := base + "/docs/orders/" + c.DS + "/" + c.RunID + "/"
+	// The dbt-runner publishes a run's docs in the background, after completed.
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if code, _, _ := get(t, url+"catalog.json"); code == http.StatusOK {
+			break
+		}
+	}
 	code, hdr, index := get(t, url+"index.html")
 	if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !bytes.Contains(index, []byte("dbt")) {
 		t.Fatalf("GET %sindex.html: %d %s (%d bytes)", url, code, hdr.Get("Content-Type"), len(index))

@@ -61,6 +61,7 @@ type Deps struct {
 	s3       *s3.Client
 	handlers []handler
 	checks   []readyCheck
+	onClose  []func()
 	tracing  *telemetry.Tracing
 	lineage  *lineage.Emitter
 	logs     *logstream.Publisher
@@ -85,6 +86,14 @@ func (d *Deps) HandleHTTP(pattern string, h http.Handler) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.handlers = append(d.handlers, handler{pattern, h})
+}
+
+// OnClose registers f to run when the stack stops, after its routes have stopped and before the
+// database pool and the broker connection close (the dbt-runner stops its worker there).
+func (d *Deps) OnClose(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.onClose = append(d.onClose, f)
 }
 
 // Postgres returns the shared connection pool.
@@ -405,6 +414,13 @@ func (s *Stack) close() {
 		_ = s.http.Shutdown(ctx)
 	}
 	if s.Deps != nil {
+		s.mu.Lock()
+		onClose := s.onClose
+		s.onClose = nil
+		s.mu.Unlock()
+		for _, f := range onClose {
+			f()
+		}
 		s.mu.Lock()
 		if s.pool != nil {
 			s.pool.Close()

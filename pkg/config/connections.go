@@ -142,17 +142,40 @@ type DBT struct {
 	Executable string `yaml:"executable"`
 	ProjectDir string `yaml:"project_dir"`
 	Threads    int    `yaml:"threads"`
+	// Mode is how the dbt-runner runs dbt: "worker" (the default), one long-lived Python process
+	// per replica that keeps dbt imported and the project parsed (services/dbtrunner/worker.py),
+	// or "subprocess", a dbt process per command (the fallback).
+	Mode   string    `yaml:"mode"`
+	Worker DBTWorker `yaml:"worker"`
+}
+
+// DBTWorker bounds the warm dbt worker: it is replaced by a fresh process after MaxRuns builds,
+// or after a build that leaves it above MaxRSSMB of resident memory.
+type DBTWorker struct {
+	// Python runs the worker; default: the interpreter of dbt.executable (its #! line).
+	Python   string `yaml:"python"`
+	MaxRuns  int    `yaml:"max_runs"`
+	MaxRSSMB int    `yaml:"max_rss_mb"`
 }
 
 func (d *DBT) applyDefaults() {
 	setDefault(&d.Executable, "dbt")
 	setDefault(&d.ProjectDir, "dbt_project")
 	setDefault(&d.Threads, 4)
+	setDefault(&d.Mode, "worker")
+	setDefault(&d.Worker.MaxRuns, 500)
+	setDefault(&d.Worker.MaxRSSMB, 1024)
 }
 
 func (d *DBT) validate() error {
 	if d.Threads < 1 {
 		return fieldErr("dbt.threads", "must be at least 1")
+	}
+	if d.Mode != "worker" && d.Mode != "subprocess" {
+		return fieldErr("dbt.mode", "must be worker or subprocess, got %q", d.Mode)
+	}
+	if d.Worker.MaxRuns < 0 || d.Worker.MaxRSSMB < 0 {
+		return fieldErr("dbt.worker", "max_runs and max_rss_mb must not be negative")
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 )
@@ -111,7 +112,8 @@ func baseEnv() []string {
 	return append(env, "DBT_SEND_ANONYMOUS_USAGE_STATS=false")
 }
 
-// invocation is one run's dbt workspace: a temp dir holding the profile, target and logs.
+// invocation is one run's dbt call: in the warm worker (runEnv and workerVars), or as dbt
+// subprocesses in a temp dir holding the profile, target and logs (vars).
 type invocation struct {
 	r        *Runner
 	dir      string
@@ -121,31 +123,44 @@ type invocation struct {
 	ds       string
 	runID    string
 	password string
+	// workerVars is --vars for the worker: only sluice_pipelines, which changes with the config,
+	// so the worker's parse stays valid from run to run; runEnv carries the run's own values
+	// (ds, run_id, pipeline, fence; read by the macro sluice_run_var) and the target schema.
+	workerVars string
+	runEnv     map[string]string
 }
 
 func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64) (*invocation, error) {
-	dir, err := os.MkdirTemp("", "sluice-dbt-"+p.Name+"-")
-	if err != nil {
-		return nil, fmt.Errorf("dbt workspace: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "profiles.yml"), fmt.Appendf(nil, profileYAML, r.threads), 0o600); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("dbt profile: %w", err)
-	}
 	if _, err := r.contractFor(p); err != nil {
 		return nil, err
 	}
-	vars := map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name, "sluice_pipelines": r.specs(), "fence": token}
-	b, err := json.Marshal(vars)
+	specs := r.specs()
+	vars, err := json.Marshal(map[string]any{"ds": ds, "run_id": runID, "pipeline": p.Name, "sluice_pipelines": specs, "fence": token})
 	if err != nil {
-		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	return &invocation{r: r, dir: dir, env: append(baseEnv(), connEnv(&r.pg.Config, p.Target.Schema)...),
-		vars: string(b), pipeline: p.Name, ds: ds, runID: runID, password: r.pg.Password}, nil
+	wvars, err := workerVars(specs)
+	if err != nil {
+		return nil, err
+	}
+	inv := &invocation{r: r, env: append(baseEnv(), connEnv(&r.pg.Config, p.Target.Schema)...),
+		vars: string(vars), pipeline: p.Name, ds: ds, runID: runID, password: r.pg.Password,
+		workerVars: wvars, runEnv: map[string]string{"SLUICE_PG_SCHEMA": p.Target.Schema, "SLUICE_DS": ds,
+			"SLUICE_RUN_ID": runID, "SLUICE_PIPELINE": p.Name, "SLUICE_FENCE": strconv.FormatUint(token, 10)}}
+	return inv, nil // its workspace is made by the first dbt subprocess (run)
 }
 
-func (inv *invocation) close() { _ = os.RemoveAll(inv.dir) }
+// workerVars is the worker's --vars: the same JSON for every run of a config.
+func workerVars(specs map[string]contract.Spec) (string, error) {
+	b, err := json.Marshal(map[string]any{"sluice_pipelines": specs})
+	return string(b), err
+}
+
+func (inv *invocation) close() {
+	if inv.dir != "" {
+		_ = os.RemoveAll(inv.dir)
+	}
+}
 
 func (inv *invocation) target(name string) string { return filepath.Join(inv.dir, "target", name) }
 
@@ -160,6 +175,17 @@ func (inv *invocation) redact(s string) string {
 // run runs one dbt command. On ctx cancellation dbt is interrupted (it cancels its queries) and
 // killed if it has not exited after CancelGrace.
 func (inv *invocation) run(ctx context.Context, args ...string) (output string, err error) {
+	if inv.dir == "" {
+		dir, err := os.MkdirTemp("", "sluice-dbt-"+inv.pipeline+"-")
+		if err != nil {
+			return "", fmt.Errorf("dbt workspace: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "profiles.yml"), fmt.Appendf(nil, profileYAML, inv.r.threads), 0o600); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("dbt profile: %w", err)
+		}
+		inv.dir = dir
+	}
 	args = append(args,
 		"--vars", inv.vars,
 		"--project-dir", inv.r.projectDir,
@@ -198,17 +224,55 @@ func (inv *invocation) build(ctx context.Context, log *slog.Logger, selection st
 		trace.WithAttributes(attribute.String("dbt.select", selection)))
 	defer span.End()
 
-	out, runErr := inv.run(ctx, append([]string{"build", "--select"}, sel...)...)
-	if ctx.Err() != nil {
-		span.SetStatus(codes.Error, runErr.Error())
-		return nil, runErr
-	}
-	results, readErr := readRunResults(inv.target("run_results.json"))
-	if readErr == nil {
-		for i := range results {
-			results[i].Message = inv.redact(results[i].Message)
+	var (
+		out             string
+		results         []nodeResult
+		deps            map[string][]string
+		runErr, readErr error
+		parsed          = true // whether dbt parsed the project for this build
+	)
+	if w := inv.r.worker; w != nil {
+		resp, err := w.do(ctx, workerRequest{Cmd: "build", Args: append([]string{"--select"}, sel...), Vars: inv.workerVars, Env: inv.runEnv})
+		if err != nil && ctx.Err() != nil {
+			span.SetStatus(codes.Error, err.Error())
+			return nil, err
 		}
-		nodeSpans(ctx, results, inv.target("manifest.json"))
+		if err != nil {
+			// The worker died or could not start: transient (a retry gets a fresh worker; a
+			// transaction the dead worker had open never commits).
+			err = fmt.Errorf("dbt worker: %s", inv.redact(err.Error()))
+			span.SetStatus(codes.Error, err.Error())
+			log.Warn("dbt build failed", "err", err)
+			return nil, err
+		}
+		parsed = resp.Parsed
+		out = inv.redact(resp.Output)
+		if resp.Error != "" {
+			out += "\nEncountered an error:\n" + inv.redact(resp.Error)
+		}
+		if !resp.OK {
+			runErr = errors.New("dbt build failed")
+		}
+		deps = make(map[string][]string, len(resp.Results))
+		for _, r := range resp.Results {
+			r.Message = inv.redact(r.Message)
+			results = append(results, r.nodeResult)
+			deps[r.UniqueID] = r.DependsOn
+		}
+		nodeSpans(ctx, results, deps)
+	} else {
+		out, runErr = inv.run(ctx, append([]string{"build", "--select"}, sel...)...)
+		if ctx.Err() != nil {
+			span.SetStatus(codes.Error, runErr.Error())
+			return nil, runErr
+		}
+		results, readErr = readRunResults(inv.target("run_results.json"))
+		if readErr == nil {
+			for i := range results {
+				results[i].Message = inv.redact(results[i].Message)
+			}
+			nodeSpans(ctx, results, upstream(inv.target("manifest.json")))
+		}
 	}
 	err := classify(results, readErr, runErr, out)
 	if err != nil {
@@ -219,7 +283,7 @@ func (inv *invocation) build(ctx context.Context, log *slog.Logger, selection st
 	if len(results) == 0 {
 		return nil, flow.Permanentf("dbt selection %q matched no nodes", selection)
 	}
-	log.Debug("dbt build output", "output", tail(out, 4000))
+	log.Debug("dbt build output", "output", tail(out, 4000), "parsed", parsed)
 	return results, nil
 }
 

@@ -1,10 +1,11 @@
 // Package dbtrunner is the step that upserts a partitioned day into the target table: on
 // `partitioned` it counts what the day will insert, update and leave unchanged, runs `dbt build`
 // on the pipeline's selection (the dbt project's incremental model does the upsert), turns dbt's
-// run_results.json into per-node results and trace spans, publishes `dbt docs generate` output to
-// S3 under docs/<pipeline>/<ds>/<run_id>/, and returns the `completed` event. dbt runs as a
-// subprocess with a per-invocation profile and target directory, so concurrent runs do not clash;
-// its connection settings reach it through environment variables, never a file or argument.
+// run results into per-node results and trace spans, and returns the `completed` event; the dbt
+// docs the run was built against are published to S3 under docs/<pipeline>/<ds>/<run_id>/ in the
+// background (docs.go). dbt runs in a warm worker process the runner supervises (worker.go), or
+// as a subprocess per command with its own profile and target directory; either way its
+// connection settings reach it through environment variables, never a file or argument.
 package dbtrunner
 
 import (
@@ -50,11 +51,15 @@ type Runner struct {
 	// (it is sent an interrupt) before it is killed.
 	CancelGrace time.Duration
 
+	worker *worker        // nil: dbt runs as a subprocess per command (UseWorker)
+	docs   *docsPublisher // dbt docs, in the background
+
 	mu sync.Mutex
 	// contracts and staging are the known pipelines' data contracts and staging tables, by
 	// pipeline name: UsePipelines sets them, a pipeline handled without it loads its contract.
 	contracts map[string]*contract.Contract
 	staging   map[string]string
+	schemas   []string // target schemas of the configured pipelines, in config order
 }
 
 // New returns a Runner. dbt is the executable (a path, or a name looked up in PATH), projectDir
@@ -91,8 +96,52 @@ func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, buck
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{dbt: exe, projectDir: abs, threads: threads, pg: pg, s3: s3c, bucket: bucket,
-		log: log, CancelGrace: 15 * time.Second, contracts: map[string]*contract.Contract{}, staging: map[string]string{}}, nil
+	r := &Runner{dbt: exe, projectDir: abs, threads: threads, pg: pg, s3: s3c, bucket: bucket,
+		log: log, CancelGrace: 15 * time.Second, contracts: map[string]*contract.Contract{}, staging: map[string]string{}}
+	r.docs = newDocsPublisher(r)
+	return r, nil
+}
+
+// UseWorker makes the runner build in a warm dbt worker (worker.go) instead of a dbt process
+// per run, and starts it now in the background, parsing the project for the first pipeline's
+// target schema, so the first run finds it warm. Call it after UsePipelines.
+func (r *Runner) UseWorker(opts WorkerOptions) error {
+	if r.worker != nil {
+		return errors.New("dbt worker already in use")
+	}
+	w, err := newWorker(r, opts)
+	if err != nil {
+		return err
+	}
+	r.worker = w
+	vars, err := workerVars(r.specs())
+	if err != nil {
+		return err
+	}
+	schema := "public"
+	r.mu.Lock()
+	if len(r.schemas) > 0 {
+		schema = r.schemas[0]
+	}
+	r.mu.Unlock()
+	w.warm(vars, schema)
+	return nil
+}
+
+// Close stops the worker and waits up to docsGrace for the docs of completed runs.
+func (r *Runner) Close(docsGrace time.Duration) {
+	if r.worker != nil {
+		r.worker.close()
+	}
+	r.docs.drain(docsGrace)
+}
+
+// redact removes the database password from text dbt printed.
+func (r *Runner) redact(s string) string {
+	if r.pg.Password == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, r.pg.Password, "xxxxx")
 }
 
 // UsePipelines tells the runner every configured pipeline and its contract (contracts is keyed
@@ -115,6 +164,7 @@ func (r *Runner) UsePipelines(pipelines []config.Pipeline, contracts map[string]
 			return fmt.Errorf("pipeline %s: no contract loaded", p.Name)
 		}
 		r.contracts[p.Name], r.staging[p.Name] = c, p.StagingTable
+		r.schemas = append(r.schemas, p.Target.Schema)
 	}
 	return nil
 }
@@ -235,11 +285,9 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	}
 	log.Info("dbt build done", "nodes", len(models), "duration_ms", time.Since(started).Milliseconds())
 
-	docsKey, err := inv.publishDocs(ctx, log, r.s3, r.bucket)
-	if err != nil {
-		return nil, fmt.Errorf("dbt docs: %w", err)
-	}
-	log.Info("dbt docs published", "bucket", r.bucket, "key", docsKey)
+	// The docs are published in the background (docs.go): completed does not wait for them.
+	docsKey := DocsPrefix(p.Name, ds, in.RunID)
+	r.docs.enqueue(docsJob{ctx: context.WithoutCancel(ctx), p: p, ds: ds, runID: in.RunID, fence: in.Fence})
 
 	return &event.Completed{
 		Run:        in.Run,

@@ -65,6 +65,12 @@ type fixture struct {
 // bucket and a Runner on them.
 func setup(t *testing.T, schema string) *fixture {
 	t.Helper()
+	return setupWorker(t, schema, dbtrunner.WorkerOptions{})
+}
+
+// setupWorker is setup with the runner's dbt worker configured by opts.
+func setupWorker(t *testing.T, schema string, opts dbtrunner.WorkerOptions) *fixture {
+	t.Helper()
 	ctx := t.Context()
 	url := strings.Replace(testkit.Postgres(t), "postgres@", "postgres:"+password+"@", 1)
 	s3cfg := testkit.S3(t)
@@ -88,6 +94,11 @@ func setup(t *testing.T, schema string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The default mode: a warm dbt worker (worker.go). The subprocess fallback: dbt_test.go.
+	if err := r.UseWorker(opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(dbtrunner.DocsGrace) })
 	t.Cleanup(func() {
 		if strings.Contains(logs.String(), password) {
 			t.Error("the database password appears in the runner's logs")
@@ -382,9 +393,11 @@ func TestUpsertRules(t *testing.T) {
 	}
 }
 
-// wantDocs checks the run's dbt docs are in the bucket under its docs key.
+// wantDocs checks the run's dbt docs are in the bucket under its docs key (once the runner has
+// published them: in the background, after completed).
 func (f *fixture) wantDocs(t *testing.T, c *event.Completed) {
 	t.Helper()
+	f.runner.WaitDocs()
 	if want := "docs/orders/" + c.DS + "/" + c.RunID + "/"; c.DocsKey != want {
 		t.Fatalf("docs key = %q, want %q", c.DocsKey, want)
 	}

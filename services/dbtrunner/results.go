@@ -85,12 +85,11 @@ func tracer(ctx context.Context) trace.Tracer {
 }
 
 // nodeSpans records one span per dbt node under ctx's span, with the node's own timing, status,
-// rows and upstream nodes (from manifest.json), so the trace shows the run's lineage.
-func nodeSpans(ctx context.Context, rs []nodeResult, manifestPath string) {
+// rows and upstream nodes (deps, by node), so the trace shows the run's lineage.
+func nodeSpans(ctx context.Context, rs []nodeResult, deps map[string][]string) {
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return
 	}
-	deps := upstream(manifestPath)
 	now := time.Now()
 	for _, r := range rs {
 		start, end, ran := r.span()

@@ -3,6 +3,7 @@ package dbtrunner
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
@@ -34,6 +35,17 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 	if err := r.UsePipelines(cfg.Pipelines, contracts); err != nil {
 		return nil, err
 	}
+	if cfg.DBT.Mode != "subprocess" {
+		py := cfg.DBT.Worker.Python
+		if strings.ContainsRune(py, '/') {
+			py = cfg.Path(py)
+		}
+		if err := r.UseWorker(WorkerOptions{Python: py, MaxRuns: cfg.DBT.Worker.MaxRuns, MaxRSSMB: cfg.DBT.Worker.MaxRSSMB}); err != nil {
+			return nil, err
+		}
+	}
+	// Stopping: the worker ends, and the docs of completed runs get a minute to be published.
+	d.OnClose(func() { r.Close(time.Minute) })
 	// dbt connects on its own; /readyz checks that the database answers (through the pool).
 	d.ReadyCheck("postgres", func(ctx context.Context) error { _, err := d.Postgres(ctx); return err })
 	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
