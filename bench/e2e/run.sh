@@ -141,7 +141,7 @@ up_start() {
   up_pid=$!
   pids+=("$up_pid")
   for _ in $(seq 1 1200); do
-    grep -q '"msg":"dbt worker warm"' "$1/up.log" && return 0
+    grep -qs '"msg":"dbt worker warm"' "$1/up.log" && return 0
     kill -0 "$up_pid" 2>/dev/null || break
     sleep 0.1
   done

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
@@ -128,6 +129,8 @@ type invocation struct {
 	// (ds, run_id, pipeline, fence; read by the macro sluice_run_var) and the target schema.
 	workerVars string
 	runEnv     map[string]string
+	// background runs the subprocess at the lowest CPU priority (docs).
+	background bool
 }
 
 func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64) (*invocation, error) {
@@ -202,7 +205,13 @@ func (inv *invocation) run(ctx context.Context, args ...string) (output string, 
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = inv.r.CancelGrace
-	err = cmd.Run()
+	if err = cmd.Start(); err == nil {
+		if inv.background {
+			// Lowest CPU priority: on a busy machine the runs' own work goes first.
+			_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 19)
+		}
+		err = cmd.Wait()
+	}
 	if ctx.Err() != nil {
 		return inv.redact(out.String()), fmt.Errorf("stopped: %w", context.Cause(ctx))
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/dbtdocs"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
 // docFiles are what `dbt docs generate` writes that a static docs site needs.
@@ -83,7 +84,8 @@ func (d *docsPublisher) enqueue(j docsJob) {
 	case d.jobs <- j:
 	default:
 		d.pending.Done()
-		d.r.log.Warn("dbt docs queue full: this run's docs are skipped", "pipeline", j.p.Name, "ds", j.ds, "run_id", j.runID)
+		d.r.log.Warn("dbt docs queue full: this run's docs are skipped", "pipeline", j.p.Name, "ds", j.ds, "run_id", j.runID,
+			"trace_id", telemetry.TraceID(j.ctx), "span_id", telemetry.SpanID(j.ctx))
 	}
 }
 
@@ -119,7 +121,8 @@ func (d *docsPublisher) drain(timeout time.Duration) {
 }
 
 func (d *docsPublisher) publish(j docsJob) {
-	log := d.r.log.With("pipeline", j.p.Name, "ds", j.ds, "run_id", j.runID)
+	log := d.r.log.With("pipeline", j.p.Name, "ds", j.ds, "run_id", j.runID,
+		"trace_id", telemetry.TraceID(j.ctx), "span_id", telemetry.SpanID(j.ctx))
 	// The docs' spans join the run's trace, after its dbt build.
 	ctx, cancel := context.WithTimeout(j.ctx, 10*time.Minute)
 	defer cancel()
@@ -161,6 +164,7 @@ func (d *docsPublisher) generate(ctx context.Context, log *slog.Logger, j docsJo
 		return err
 	}
 	defer inv.close()
+	inv.background = true
 	gctx, span := tracer(ctx).Start(ctx, "dbt docs generate", trace.WithSpanKind(trace.SpanKindClient))
 	out, err := inv.run(gctx, "docs", "generate")
 	if err != nil {

@@ -245,7 +245,12 @@ func (w *worker) read(ctx context.Context, p *workerProc, into *workerResponse) 
 	select {
 	case l := <-ch:
 		if l.err != nil {
-			<-p.exited
+			select {
+			case <-p.exited:
+			case <-time.After(5 * time.Second): // stdout closed, the process not gone yet
+				_ = p.cmd.Process.Signal(syscall.SIGKILL)
+				<-p.exited
+			}
 			return fmt.Errorf("dbt worker (pid %d) exited: %v: %s", p.cmd.Process.Pid, p.err, w.r.redact(oneLine(p.stderr.tail(1500), 1500)))
 		}
 		if err := json.Unmarshal(l.b, into); err != nil {
