@@ -86,6 +86,7 @@ func TestBadConfigFailsWithFileAndLine(t *testing.T) {
 		{"credentials in the source url", "http://api.local/", "http://user:pw@api.local/", ":16: pipelines[0].source.url: holds credentials"},
 		{"literal source header", "{ds}.csv\n", "{ds}.csv\n      headers:\n        Authorization: Bearer xyz\n", ":18: pipelines[0].source.headers.Authorization: "},
 		{"unconfigured channel", "{ds}.csv\n", "{ds}.csv\n    alerts: [email]\n", ":17: pipelines[0].alerts: channel \"email\""},
+		{"unknown dbt mode", "pipelines:\n", "dbt:\n  mode: warm\npipelines:\n", "dbt.mode: must be worker or subprocess, got \"warm\""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
