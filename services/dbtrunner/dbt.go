@@ -131,6 +131,8 @@ type invocation struct {
 	runEnv     map[string]string
 	// background runs the subprocess at the lowest CPU priority (docs).
 	background bool
+	// manifest is the checksum of the manifest the worker built with (worker.py), "" without one.
+	manifest string
 }
 
 func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64) (*invocation, error) {
@@ -254,7 +256,7 @@ func (inv *invocation) build(ctx context.Context, log *slog.Logger, selection st
 			log.Warn("dbt build failed", "err", err)
 			return nil, err
 		}
-		parsed = resp.Parsed
+		parsed, inv.manifest = resp.Parsed, resp.Checksum
 		out = inv.redact(resp.Output)
 		if resp.Error != "" {
 			out += "\nEncountered an error:\n" + inv.redact(resp.Error)

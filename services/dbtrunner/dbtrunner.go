@@ -287,7 +287,7 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 
 	// The docs are published in the background (docs.go): completed does not wait for them.
 	docsKey := DocsPrefix(p.Name, ds, in.RunID)
-	r.docs.enqueue(docsJob{ctx: context.WithoutCancel(ctx), p: p, ds: ds, runID: in.RunID, fence: in.Fence})
+	r.docs.enqueue(docsJob{ctx: context.WithoutCancel(ctx), manifest: inv.manifest, p: p, ds: ds, runID: in.RunID, fence: in.Fence})
 
 	return &event.Completed{
 		Run:        in.Run,

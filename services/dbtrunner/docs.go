@@ -50,6 +50,7 @@ func VersionPrefix(pipeline, version string) string {
 // docsJob is one completed run whose docs are to be published.
 type docsJob struct {
 	ctx       context.Context // the run's step (its span), without its cancellation
+	manifest  string          // checksum of the manifest the run was built with, if known
 	p         config.Pipeline
 	ds, runID string
 	fence     uint64
@@ -128,7 +129,7 @@ func (d *docsPublisher) publish(j docsJob) {
 	defer cancel()
 	defer context.AfterFunc(d.ctx, cancel)()
 	started := time.Now()
-	version, err := d.r.docsVersion(ctx, j.p)
+	version, err := d.r.docsVersion(ctx, j.p, j.manifest)
 	if err != nil {
 		log.Warn("dbt docs not published: no version", "err", err)
 		return
@@ -229,19 +230,24 @@ func (d *docsPublisher) exists(ctx context.Context, key string) (bool, error) {
 }
 
 // docsVersion is the version of p's docs as they would be generated now: a checksum of the
-// project's files and the pipelines' contracts (what dbt parses its manifest from) and of the
-// tables and columns of the target schema (what the catalog reads), without partitions, so a
-// new day's partition is not a new version.
-func (r *Runner) docsVersion(ctx context.Context, p config.Pipeline) (string, error) {
+// manifest the run was built with (the worker's: every node, source and macro, and the vars; in
+// subprocess mode, of what dbt parses it from: the project's files and the pipelines' contracts)
+// and of the tables and columns of the target schema (what the catalog reads), without
+// partitions, so a new day's partition is not a new version.
+func (r *Runner) docsVersion(ctx context.Context, p config.Pipeline, manifest string) (string, error) {
 	h := sha256.New()
-	if err := hashTree(h, r.projectDir); err != nil {
-		return "", err
+	if manifest != "" {
+		fmt.Fprintf(h, "manifest\x00%s\n", manifest)
+	} else {
+		if err := hashTree(h, r.projectDir); err != nil {
+			return "", err
+		}
+		vars, err := workerVars(r.specs())
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "vars\x00%s\n", vars)
 	}
-	vars, err := workerVars(r.specs())
-	if err != nil {
-		return "", err
-	}
-	fmt.Fprintf(h, "vars\x00%s\n", vars)
 	conn, err := pgx.ConnectConfig(ctx, r.pg.Copy())
 	if err != nil {
 		return "", fmt.Errorf("connect to postgres: %w", err)
