@@ -165,11 +165,26 @@ type PartitionRows struct {
 // Failed says a step failed for good.
 type Failed struct {
 	Run
-	Step     string `json:"step"`
-	Attempts int    `json:"attempts"`
-	Class    string `json:"class"`
-	Error    string `json:"error"`
+	Step     string       `json:"step"`
+	Attempts int          `json:"attempts"`
+	Class    FailureClass `json:"class"`
+	Error    string       `json:"error"`
 }
+
+// FailureClass says why a step failed for good.
+type FailureClass string
+
+const (
+	// ClassPermanent is an error that can never succeed on retry (bad data, a contract
+	// violation): the run fails at once.
+	ClassPermanent FailureClass = "permanent"
+	// ClassTransient is an error whose retries are spent.
+	ClassTransient FailureClass = "transient"
+	// ClassTimeout is a step that passed its deadline on its last attempt.
+	ClassTimeout FailureClass = "timeout"
+	// ClassFenced is a run that lost its lease: a newer run holds the pipeline.
+	ClassFenced FailureClass = "fenced"
+)
 
 // SLAMissed says the run's deadline passed before it completed.
 type SLAMissed struct {

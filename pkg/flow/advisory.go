@@ -4,13 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
@@ -39,14 +38,32 @@ type maxDeliveriesAdvisory struct {
 func (r *Router) WatchMaxDeliveries(ctx context.Context, routes ...Route) (stop func(), err error) {
 	nc := r.js.Conn()
 	var subs []*nats.Subscription
+	var (
+		mu       sync.Mutex
+		stopped  bool
+		inFlight sync.WaitGroup
+	)
+	// stop also waits for advisories in hand (each bounded by its 30 s), so none outlives Run.
 	stop = func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
 		for _, s := range subs {
 			_ = s.Unsubscribe()
 		}
+		inFlight.Wait()
 	}
 	for _, rt := range routes {
 		subject := advisoryPrefix + "." + r.opts.Stream + "." + rt.durable()
 		sub, err := nc.QueueSubscribe(subject, "sluice-"+rt.durable(), func(m *nats.Msg) {
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			inFlight.Add(1)
+			mu.Unlock()
+			defer inFlight.Done()
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
 			if err := r.onMaxDeliveries(hctx, rt, m.Data); err != nil {
@@ -84,25 +101,14 @@ func (r *Router) onMaxDeliveries(ctx context.Context, rt Route, data []byte) err
 	cause := fmt.Errorf("the broker gave up after %d deliveries without an ack (the step crashed or hung every time)", adv.Deliveries)
 	if terminal(rt.Consumes) {
 		// Reporting on a run's end failed for good: nothing more to end.
-		log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", "transient")
+		log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", event.ClassTransient)
 		return nil
 	}
-	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: int(adv.Deliveries), Class: "transient", Error: cause.Error()}
-	// Recorded and released before it is announced, as Router.fail does.
-	final, _ := event.Encode(f)
-	if err := r.runs.Update(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, int(adv.Deliveries), cause.Error(), "transient"
-		rec.Span, rec.Final = nil, final
-	}); err != nil {
-		log.Warn("record run state", "err", err)
-	}
-	if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
-		log.Warn("release lease", "err", err)
-	}
-	pctx := trace.ContextWithRemoteSpanContext(ctx, runSpanContext(telemetry.Extract(ctx, raw.Header), run.RunID))
-	if err := Publish(pctx, r.js, r.opts.SubjectPrefix, f); err != nil {
+	// Recorded and released before it is announced, as for spent retries.
+	pctx := telemetry.Extract(WithLogger(ctx, log), raw.Header)
+	if err := r.Fail(pctx, *run, rt.Step, int(adv.Deliveries), event.ClassTransient, cause); err != nil {
 		return err
 	}
-	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", "transient")
+	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", event.ClassTransient)
 	return nil
 }

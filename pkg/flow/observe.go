@@ -9,18 +9,16 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
-	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
 // What the router reports about each delivery — step spans and their poke events, the run's root
-// span, metrics and OpenLineage events — is kept here, apart from the consume loop itself.
-
-// maxWaits bounds the waits a run record keeps for a step's span events.
-const maxWaits = 50
+// span, metrics and OpenLineage events — is kept here, in three middleware, apart from the
+// consume loop itself.
 
 // runSpanContext is the run's root span context from the message headers. An event published
 // without trace context (by a tool that does not propagate it) gets ids derived from its run id,
@@ -68,9 +66,50 @@ func (r *Router) initSeries(rt Route) {
 // checks the source once per delivery.
 func (rt Route) pokes() bool { return rt.Consumes == event.KindRequested }
 
-// done records a delivery that did not wait: its outcome and duration, and the poke events of
-// the deliveries that waited before it.
-func (r *Router) done(_ context.Context, d *delivery, outcome string) {
+// Tracing makes each delivery a span of the step, a child of the run's root span, and puts the
+// trace and span ids on the step's logger. A delivery that waits leaves its span open (in the
+// run record, RunState) for the next delivery to continue; the one that ends the wait exports it
+// with a "poke" event per wait. The delivery that ends the run exports the run's root span.
+func (r *Router) Tracing(next Handler) Handler {
+	return func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		d, run := deliveryOf(ctx), in.Header()
+		spanCtx, spanStart := ctx, d.started
+		if d.open != nil {
+			if sid, err := trace.SpanIDFromHex(d.open.SpanID); err == nil {
+				spanCtx, spanStart = telemetry.WithSpanIDs(ctx, d.runSC.TraceID(), sid), d.open.Started
+			} else {
+				d.open = nil
+			}
+		}
+		ctx, d.span = r.tracer.Start(spanCtx, d.rt.Step, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(spanStart),
+			trace.WithAttributes(
+				attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
+				attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.step", d.rt.Step),
+				attribute.Int("sluice.attempt", d.attempt), attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.destination.name", d.msg.Subject())))
+		ctx = WithLogger(ctx, Logger(ctx).With("trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx)))
+		out, err := next(ctx, p, in)
+		r.traceOutcome(ctx, d)
+		if d.outcome != outcomeWait {
+			d.span.End()
+		}
+		return out, err
+	}
+}
+
+// traceOutcome labels the step's span with what became of the delivery.
+func (r *Router) traceOutcome(ctx context.Context, d *delivery) {
+	switch d.outcome {
+	case outcomeNone, outcomeWait:
+		return
+	case outcomeRetry, outcomeFailed, outcomeRedeliver:
+		if d.cause != nil {
+			d.span.SetStatus(codes.Error, d.cause.Error())
+		}
+	}
+	if d.outcome == outcomeRedeliver {
+		return
+	}
 	if d.open != nil {
 		for _, w := range d.open.Waits {
 			d.span.AddEvent("poke", trace.WithTimestamp(w.At), trace.WithAttributes(
@@ -81,174 +120,172 @@ func (r *Router) done(_ context.Context, d *delivery, outcome string) {
 		}
 	}
 	if d.rt.pokes() {
-		d.span.AddEvent("poke", trace.WithAttributes(attribute.String("sluice.poke.result", outcome)))
+		d.span.AddEvent("poke", trace.WithAttributes(attribute.String("sluice.poke.result", d.outcome.label())))
 		d.span.SetAttributes(attribute.Int("sluice.pokes", d.attempt))
 	}
-	m := r.metrics
-	if m == nil {
-		return
+	switch {
+	case d.outcome == outcomeOK && d.out != nil:
+		inputs, outputs := r.datasets.Step(d.in, d.out)
+		d.span.SetAttributes(datasetAttrs(inputs, outputs)...)
+		d.span.SetAttributes(eventAttrs(d.out)...)
+	case d.outcome == outcomeFailed && !terminal(d.rt.Consumes):
+		inputs, _ := r.datasets.Step(d.in, nil)
+		d.span.SetAttributes(datasetAttrs(inputs, nil)...)
 	}
-	m.StepOutcomes.WithLabelValues(d.run.Pipeline, d.rt.Step, outcome).Inc()
-	m.StepDuration.WithLabelValues(d.run.Pipeline, d.rt.Step, outcome).Observe(time.Since(d.started).Seconds())
-	if d.rt.pokes() {
-		switch outcome {
-		case metrics.OutcomeOK:
-			m.Pokes.WithLabelValues(d.run.Pipeline, "ready").Inc()
-		case metrics.OutcomeFailed, metrics.OutcomeRetry:
-			m.Pokes.WithLabelValues(d.run.Pipeline, "failed").Inc()
-		}
+	if d.runEnded() {
+		r.exportRun(ctx, d)
 	}
 }
 
-// waited records a deferrable wait. The step's span stays open: the run record keeps its id,
-// start and this wait, and the delivery that ends the wait exports the span with one event per
-// wait, so a sensor that poked twenty times is one span, not twenty.
-func (r *Router) waited(ctx context.Context, d *delivery, wait *WaitError) {
-	reason := wait.Reason
-	d.waiting = true
-	if m := r.metrics; m != nil {
-		m.StepOutcomes.WithLabelValues(d.run.Pipeline, d.rt.Step, metrics.OutcomeWait).Inc()
-		m.StepDuration.WithLabelValues(d.run.Pipeline, d.rt.Step, metrics.OutcomeWait).Observe(time.Since(d.started).Seconds())
-		if d.rt.pokes() && d.p != nil {
-			// The sensor waits for the source or for its turn at the lease; only the first is a poke.
-			if wait.Queued {
-				m.LeaseContention.WithLabelValues(d.run.Pipeline).Inc()
-			} else {
-				m.Pokes.WithLabelValues(d.run.Pipeline, "not_ready").Inc()
-			}
-		}
-	}
-	sc := d.span.SpanContext()
-	keep := d.span.IsRecording() && sc.SpanID() != d.runSC.SpanID()
-	r.state(ctx, *d.run, func(rec *runstate.Record) {
-		rec.State, rec.Detail, rec.Stage = runstate.Waiting, reason, runstate.StageOf(d.rt.Consumes, true)
-		if wait.Queued {
-			rec.State = runstate.Queued
-		}
-		if !keep {
-			rec.Span = nil
-			return
-		}
-		s := runstate.Span{Step: d.rt.Step, SpanID: sc.SpanID().String(), Started: d.spanStart()}
-		if d.open != nil {
-			s.Waits, s.Dropped = append(s.Waits, d.open.Waits...), d.open.Dropped
-		}
-		s.Waits = append(s.Waits, runstate.Wait{At: time.Now().UTC(), Reason: reason})
-		if n := len(s.Waits) - maxWaits; n > 0 {
-			s.Waits, s.Dropped = s.Waits[n:], s.Dropped+n
-		}
-		rec.Span = &s
-	})
-}
-
-func (d *delivery) spanStart() time.Time {
-	if d.open != nil {
-		return d.open.Started
-	}
-	return d.started
-}
-
-// succeeded labels the step's span with what it read and wrote, counts the rows and bytes it
-// moved, and ends the run when the step completed it.
-func (r *Router) succeeded(ctx context.Context, d *delivery, out event.Event) {
-	r.done(ctx, d, metrics.OutcomeOK)
-	inputs, outputs := r.datasets.Step(d.in, out)
-	d.span.SetAttributes(datasetAttrs(inputs, outputs)...)
-	d.span.SetAttributes(eventAttrs(out)...)
-	if m := r.metrics; m != nil {
-		p, step := d.run.Pipeline, d.rt.Step
-		switch e := out.(type) {
-		case *event.Landed:
-			m.Bytes.WithLabelValues(p, step).Add(float64(e.Object.Size))
-		case *event.Validated:
-			m.Rows.WithLabelValues(p, step, "staged").Add(float64(e.Rows))
-			if e.Rejected > 0 {
-				m.Rows.WithLabelValues(p, step, "quarantined").Add(float64(e.Rejected))
-			}
-		case *event.Completed:
-			m.Rows.WithLabelValues(p, step, "inserted").Add(float64(e.Inserted))
-			m.Rows.WithLabelValues(p, step, "updated").Add(float64(e.Updated))
-			m.Rows.WithLabelValues(p, step, "unchanged").Add(float64(e.Unchanged))
-		}
-	}
-	now := time.Now()
-	if r.lineage != nil && !terminal(d.rt.Consumes) {
-		r.lineage.Emit(r.lineage.Event(lineage.Complete, now, d.run, d.rt.Step, inputs, outputs, ""))
-	}
-	if c, ok := out.(*event.Completed); ok {
-		in, out := r.datasets.Run(c)
-		r.endRun(ctx, d, metrics.RunCompleted, "", datasetAttrs(in, out)...)
-		if r.lineage != nil {
-			r.lineage.Emit(r.lineage.Event(lineage.Complete, now, d.run, "", in, out, ""))
-		}
-	}
-}
-
-// skipped ends a run that was dropped (lease busy with on_busy: skip).
-func (r *Router) skipped(ctx context.Context, d *delivery, reason string) {
-	r.endRun(ctx, d, metrics.RunSkipped, "")
-	if r.lineage != nil {
-		now := time.Now()
-		r.lineage.Emit(r.lineage.Event(lineage.Abort, now, d.run, d.rt.Step, nil, nil, reason))
-		r.lineage.Emit(r.lineage.Event(lineage.Abort, now, d.run, "", nil, nil, reason))
-	}
-}
-
-// failed ends a run that failed at this step.
-func (r *Router) failed(ctx context.Context, d *delivery, class string, cause error) {
-	if class == "fenced" && r.metrics != nil {
-		r.metrics.LeaseLost.WithLabelValues(d.run.Pipeline, d.rt.Step).Inc()
-	}
-	if m := r.metrics; m != nil {
-		m.RunFailures.WithLabelValues(d.run.Pipeline, d.rt.Step, class).Inc()
-	}
-	inputs, _ := r.datasets.Step(d.in, nil)
-	d.span.SetAttributes(datasetAttrs(inputs, nil)...)
-	r.endRun(ctx, d, metrics.RunFailed, cause.Error(), attribute.String("sluice.failed_step", d.rt.Step), attribute.String("sluice.failure_class", class))
-	if r.lineage != nil {
-		now := time.Now()
-		r.lineage.Emit(r.lineage.Event(lineage.Fail, now, d.run, d.rt.Step, inputs, nil, cause.Error()))
-		r.lineage.Emit(r.lineage.Event(lineage.Fail, now, d.run, "", nil, nil, d.rt.Step+": "+cause.Error()))
-	}
-}
-
-// finished records the consumption of a run's final event (by the alerter): SLA misses.
-func (r *Router) finished(d *delivery) {
-	if r.metrics != nil && d.rt.Consumes == event.KindSLAMissed {
-		r.metrics.SLAMisses.WithLabelValues(d.run.Pipeline).Inc()
-	}
-}
-
-// endRun exports the run's root span — from the run's request to now, with the ids every step
-// already used as their parent — and counts the finished run.
-func (r *Router) endRun(ctx context.Context, d *delivery, outcome, errMsg string, attrs ...attribute.KeyValue) {
+// exportRun exports the run's root span, from the run's request to now, with the ids every step
+// already used as their parent.
+func (r *Router) exportRun(ctx context.Context, d *delivery) {
 	run := d.run
-	start := run.RequestedAt
-	if start.IsZero() || start.After(time.Now()) {
-		start = d.started
+	outcome, errMsg := runOutcome(d), ""
+	attrs := []attribute.KeyValue{
+		attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
+		attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.trigger", run.Trigger),
+		attribute.String("sluice.outcome", outcome), attribute.Int("sluice.steps", len(run.Steps)+1)}
+	switch d.outcome {
+	case outcomeOK:
+		in, out := r.datasets.Run(d.out.(*event.Completed))
+		attrs = append(attrs, datasetAttrs(in, out)...)
+	case outcomeFailed:
+		errMsg = d.cause.Error()
+		attrs = append(attrs, attribute.String("sluice.failed_step", d.rt.Step), attribute.String("sluice.failure_class", string(d.class)))
 	}
 	rctx := telemetry.WithSpanIDs(context.WithoutCancel(ctx), d.runSC.TraceID(), d.runSC.SpanID())
-	_, span := r.runTracer.Start(rctx, "run "+run.Pipeline+" "+run.DS, trace.WithNewRoot(), trace.WithTimestamp(start),
-		trace.WithAttributes(append([]attribute.KeyValue{
-			attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
-			attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.trigger", run.Trigger),
-			attribute.String("sluice.outcome", outcome), attribute.Int("sluice.steps", len(run.Steps)+1),
-		}, attrs...)...))
-	if m := r.metrics; m != nil {
-		m.RunsFinished.WithLabelValues(run.Pipeline, outcome).Inc()
-		m.RunDuration.WithLabelValues(run.Pipeline, outcome).Observe(time.Since(start).Seconds())
-	}
+	_, span := r.runTracer.Start(rctx, "run "+run.Pipeline+" "+run.DS, trace.WithNewRoot(), trace.WithTimestamp(d.runStart()),
+		trace.WithAttributes(attrs...))
 	if errMsg != "" {
 		span.SetStatus(codes.Error, errMsg)
 	}
 	span.End()
 }
 
-// lineageStart sends START for the step (and for the run, at its first step).
-func (r *Router) lineageStart(d *delivery) {
-	if r.lineage == nil || terminal(d.rt.Consumes) {
+// runOutcome is the run's outcome label for a delivery that ended it.
+func runOutcome(d *delivery) string {
+	switch d.outcome {
+	case outcomeOK:
+		return metrics.RunCompleted
+	case outcomeSkip:
+		return metrics.RunSkipped
+	}
+	return metrics.RunFailed
+}
+
+// Metrics counts each delivery by step and outcome with its duration, the sensor's pokes and
+// lease contention, retries, the rows and bytes a step moved, SLA misses, and each run that
+// ended, with its duration and, for a failure, its failing step and class.
+func (r *Router) Metrics(next Handler) Handler {
+	return func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		out, err := next(ctx, p, in)
+		if m := r.metrics; m != nil {
+			countDelivery(m, deliveryOf(ctx))
+		}
+		return out, err
+	}
+}
+
+func countDelivery(m *metrics.Metrics, d *delivery) {
+	label := d.outcome.label()
+	if label == "" || d.outcome == outcomeRedeliver {
 		return
 	}
+	pl, step := d.run.Pipeline, d.rt.Step
+	m.StepOutcomes.WithLabelValues(pl, step, label).Inc()
+	m.StepDuration.WithLabelValues(pl, step, label).Observe(time.Since(d.started).Seconds())
+	if d.rt.pokes() {
+		switch {
+		case d.outcome == outcomeWait && d.wait.Queued: // waits for its turn at the lease, not a poke
+			m.LeaseContention.WithLabelValues(pl).Inc()
+		case d.outcome == outcomeWait:
+			m.Pokes.WithLabelValues(pl, "not_ready").Inc()
+		case d.outcome == outcomeOK:
+			m.Pokes.WithLabelValues(pl, "ready").Inc()
+		case d.outcome == outcomeFailed || d.outcome == outcomeRetry:
+			m.Pokes.WithLabelValues(pl, "failed").Inc()
+		}
+	}
+	switch d.outcome {
+	case outcomeRetry:
+		m.Retries.WithLabelValues(pl, step).Inc()
+	case outcomeOK:
+		countMoved(m, pl, step, d.out)
+	case outcomeFailed:
+		if !terminal(d.rt.Consumes) {
+			if d.class == event.ClassFenced {
+				m.LeaseLost.WithLabelValues(pl, step).Inc()
+			}
+			m.RunFailures.WithLabelValues(pl, step, string(d.class)).Inc()
+		}
+	}
+	if d.rt.Consumes == event.KindSLAMissed && (d.outcome == outcomeOK || d.outcome == outcomeFailed) {
+		m.SLAMisses.WithLabelValues(pl).Inc()
+	}
+	if d.runEnded() {
+		outcome := runOutcome(d)
+		m.RunsFinished.WithLabelValues(pl, outcome).Inc()
+		m.RunDuration.WithLabelValues(pl, outcome).Observe(time.Since(d.runStart()).Seconds())
+	}
+}
+
+// countMoved counts the rows and bytes a step's next event says it moved.
+func countMoved(m *metrics.Metrics, p, step string, out event.Event) {
+	switch e := out.(type) {
+	case *event.Landed:
+		m.Bytes.WithLabelValues(p, step).Add(float64(e.Object.Size))
+	case *event.Validated:
+		m.Rows.WithLabelValues(p, step, "staged").Add(float64(e.Rows))
+		if e.Rejected > 0 {
+			m.Rows.WithLabelValues(p, step, "quarantined").Add(float64(e.Rejected))
+		}
+	case *event.Completed:
+		m.Rows.WithLabelValues(p, step, "inserted").Add(float64(e.Inserted))
+		m.Rows.WithLabelValues(p, step, "updated").Add(float64(e.Updated))
+		m.Rows.WithLabelValues(p, step, "unchanged").Add(float64(e.Unchanged))
+	}
+}
+
+// Lineage sends OpenLineage events: START for the run (at its first step) and for each step at
+// its first delivery, then COMPLETE, ABORT (a skipped run) or FAIL for the step and, when the
+// step ended it, for the run. Reports on a run's end send none.
+func (r *Router) Lineage(next Handler) Handler {
+	return func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		d := deliveryOf(ctx)
+		if r.lineage == nil || terminal(d.rt.Consumes) {
+			return next(ctx, p, in)
+		}
+		if d.attempt == 1 {
+			r.lineageStart(d)
+		}
+		out, err := next(ctx, p, in)
+		now, e := time.Now(), r.lineage
+		switch d.outcome {
+		case outcomeOK:
+			if d.out == nil {
+				break
+			}
+			inputs, outputs := r.datasets.Step(d.in, d.out)
+			e.Emit(e.Event(lineage.Complete, now, d.run, d.rt.Step, inputs, outputs, ""))
+			if c, ok := d.out.(*event.Completed); ok {
+				in, out := r.datasets.Run(c)
+				e.Emit(e.Event(lineage.Complete, now, d.run, "", in, out, ""))
+			}
+		case outcomeSkip:
+			e.Emit(e.Event(lineage.Abort, now, d.run, d.rt.Step, nil, nil, d.cause.Error()))
+			e.Emit(e.Event(lineage.Abort, now, d.run, "", nil, nil, d.cause.Error()))
+		case outcomeFailed:
+			inputs, _ := r.datasets.Step(d.in, nil)
+			e.Emit(e.Event(lineage.Fail, now, d.run, d.rt.Step, inputs, nil, d.cause.Error()))
+			e.Emit(e.Event(lineage.Fail, now, d.run, "", nil, nil, d.rt.Step+": "+d.cause.Error()))
+		}
+		return out, err
+	}
+}
+
+// lineageStart sends START for the step (and for the run, at its first step).
+func (r *Router) lineageStart(d *delivery) {
 	now := time.Now()
 	if d.rt.pokes() {
 		r.lineage.Emit(r.lineage.Event(lineage.Start, now, d.run, "", nil, nil, ""))

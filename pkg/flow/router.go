@@ -5,23 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
@@ -30,8 +25,21 @@ import (
 )
 
 // Handler performs one step for one run. It returns the next event (nil for a step that ends
-// the flow, like the alerter) or an error classified as described in errors.go.
+// the flow, like the alerter) or an error classified as described in errors.go. The router's
+// middleware are Handlers around Handlers, and read the delivery they serve from ctx.
 type Handler func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error)
+
+// Middleware wraps a Handler with one concern (tracing, run state, the lease, retries...), as
+// watermill's HandlerMiddleware does: it may act before calling next, after it, or instead of it.
+type Middleware func(next Handler) Handler
+
+// Chain wraps h in mws, the first outermost: Chain(h, a, b) is a(b(h)).
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
 
 // Route binds a step to the event it consumes.
 type Route struct {
@@ -72,6 +80,7 @@ type Router struct {
 	// bind: the consumers exist (provisioned); bind to them instead of creating them.
 	bind  bool
 	bound map[string]jetstream.Consumer
+	loops []loop
 	// DrainTimeout bounds how long Run waits for in-flight handlers at shutdown.
 	DrainTimeout time.Duration
 }
@@ -128,8 +137,18 @@ func (r *Router) Leases() *lease.Leases { return r.leases }
 // Runs gives access to run state.
 func (r *Router) Runs() *runstate.Store { return r.runs }
 
-// Run consumes for every route until ctx is cancelled, then stops taking messages and waits for
-// in-flight handlers up to DrainTimeout before cancelling them.
+// middlewares returns the middleware a route runs under, outermost first: around the core, run
+// state (state.go), tracing, metrics and lineage (observe.go), leftovers of ended runs
+// (stale.go) and retry classification; around the step, the lease guard, the step's deadline
+// and panic recovery (middleware.go).
+func (r *Router) middlewares(rt Route) (delivery, step []Middleware) {
+	delivery = []Middleware{r.RunState, r.Tracing, r.Metrics, r.Lineage, r.DropEnded, r.Classify}
+	step = []Middleware{r.LeaseGuard, Deadline(rt.Step), Recover(rt.Step)}
+	return delivery, step
+}
+
+// Run consumes for every route (and every loop added with Loop) until ctx is cancelled, then
+// stops taking messages and waits for in-flight work up to DrainTimeout before cancelling it.
 func (r *Router) Run(ctx context.Context, routes ...Route) error {
 	// Handlers get a context that outlives ctx by the drain timeout, so a shutdown lets them finish.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -140,24 +159,25 @@ func (r *Router) Run(ctx context.Context, routes ...Route) error {
 		return err
 	}
 	defer stopWatch()
-	var wg sync.WaitGroup
 	if err := r.Bind(ctx, routes...); err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
 	for _, rt := range routes {
-		cons := r.bound[rt.durable()]
+		cons, handle := r.bound[rt.durable()], r.handler(rt)
 		r.initSeries(rt)
 		workers := rt.Workers
 		if workers <= 0 {
 			workers = 4
 		}
-		for i := 0; i < workers; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.pull(ctx, work, cons, rt)
-			}()
+		for range workers {
+			wg.Go(func() {
+				Pull(ctx, cons, r.log.With("step", rt.Step), func(msg jetstream.Msg) { r.process(work, rt, handle, msg) })
+			})
 		}
+	}
+	for _, l := range r.loops {
+		wg.Go(func() { Pull(ctx, l.cons, l.log, func(msg jetstream.Msg) { l.handle(work, msg) }) })
 	}
 	<-ctx.Done()
 	done := make(chan struct{})
@@ -170,6 +190,40 @@ func (r *Router) Run(ctx context.Context, routes ...Route) error {
 		<-done
 	}
 	return nil
+}
+
+// loop is a pull loop that is not a route (see Loop).
+type loop struct {
+	cons   jetstream.Consumer
+	log    *slog.Logger
+	handle func(ctx context.Context, msg jetstream.Msg)
+}
+
+// Loop adds a pull loop on cons to those Run starts, under Run's bounded drain: handle gets a
+// context that outlives Run's by the drain timeout, and settles each message itself. The
+// scheduler's ticks and run ends are consumed this way. Call it before Run.
+func (r *Router) Loop(cons jetstream.Consumer, log *slog.Logger, handle func(ctx context.Context, msg jetstream.Msg)) {
+	r.loops = append(r.loops, loop{cons: cons, log: log, handle: handle})
+}
+
+// Pull takes one message at a time from cons until ctx is done and hands it to handle: nothing
+// is prefetched, so no message waits in a local buffer while its ack timer runs, and an idle
+// worker holds only a pending pull request.
+func Pull(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, handle func(jetstream.Msg)) {
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err != nil {
+			idle := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
+			if ctx.Err() == nil && !idle {
+				log.Warn("fetch failed", "err", err)
+				time.Sleep(200 * time.Millisecond)
+			}
+			continue
+		}
+		handle(msg)
+	}
 }
 
 // Bind finds (with WithProvisionedConsumers) or creates each route's durable consumer. Run
@@ -197,354 +251,88 @@ func (r *Router) Bind(ctx context.Context, routes ...Route) error {
 	return nil
 }
 
-// pull fetches one message at a time: nothing is prefetched, so no message waits in a local
-// buffer while its ack timer runs, and an idle worker holds only a pending pull request.
-func (r *Router) pull(ctx, work context.Context, cons jetstream.Consumer, rt Route) {
-	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(fctx))
-		cancel()
+// handler is the route's handler under the router's middleware: the step's own middleware
+// around rt.Handle, the core (publish the next event, ack) around that, and the delivery's
+// middleware around the core.
+func (r *Router) handler(rt Route) Handler {
+	outer, inner := r.middlewares(rt)
+	return Chain(r.core(rt, Chain(rt.Handle, inner...)), outer...)
+}
+
+// process is the core's first half: decode the message, check its claims and hand it, with
+// the delivery in ctx, to the route's handler.
+func (r *Router) process(ctx context.Context, rt Route, handle Handler, msg jetstream.Msg) {
+	d, err := r.receive(rt, msg)
+	if d == nil || err != nil {
 		if err != nil {
-			idle := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
-			if ctx.Err() == nil && !idle {
-				r.log.Warn("fetch failed", "step", rt.Step, "err", err)
-				time.Sleep(200 * time.Millisecond)
-			}
-			continue
+			r.refuse(rt, msg, d.header(), err)
 		}
-		r.process(work, rt, msg)
+		return
+	}
+	_, _ = handle(r.withDelivery(ctx, d), d.p, d.in)
+}
+
+// withDelivery returns ctx serving d: the run's root span as its span, the run's ids for the
+// logs, d for the middleware and the step's logger.
+func (r *Router) withDelivery(ctx context.Context, d *delivery) context.Context {
+	// Every event of a run carries the run's root span context: step spans are its children,
+	// whichever process handles them, and the next event is published with it again.
+	d.runSC = runSpanContext(telemetry.Extract(ctx, d.msg.Headers()), d.run.RunID)
+	ctx = trace.ContextWithRemoteSpanContext(ctx, d.runSC)
+	ctx = telemetry.ContextWithRun(ctx, d.run.Pipeline, d.run.DS, d.run.RunID)
+	return WithLogger(context.WithValue(ctx, deliveryKey{}, d), r.log.With("pipeline", d.run.Pipeline, "ds", d.run.DS,
+		"run_id", d.run.RunID, "step", d.rt.Step, "attempt", d.attempt))
+}
+
+// core is the core's second half, inside the delivery's middleware: call the step, publish the
+// next event, ack. An error goes back to the middleware (Classify settles the message).
+func (r *Router) core(rt Route, step Handler) Handler {
+	return func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+		d := deliveryOf(ctx)
+		out, err := step(ctx, p, in)
+		if err != nil {
+			return nil, err
+		}
+		crash.Point(rt.Step, crash.AfterHandle)
+		if out != nil {
+			if err := r.advance(d.runCtx(ctx), d.run, d.stepResult(out), out); err != nil {
+				Logger(ctx).Warn("publish failed; will redeliver", "err", err)
+				d.settle(outcomeRedeliver, func() error { return d.msg.NakWithDelay(time.Second) })
+				return nil, err
+			}
+			crash.Point(rt.Step, crash.AfterPublish)
+		}
+		d.out = out
+		d.settle(outcomeOK, func() error { return d.msg.DoubleAck(ctx) })
+		done := []any{"duration_ms", time.Since(d.started).Milliseconds()}
+		if out != nil {
+			done = append([]any{"next", out.Kind()}, done...)
+		}
+		Logger(ctx).Info("step done", done...)
+		return out, nil
 	}
 }
 
-func (r *Router) process(ctx context.Context, rt Route, msg jetstream.Msg) {
+// receive reads a message's delivery and decodes its event. It returns the delivery so far
+// (nil if nothing could be decoded) and an error when the message is to be refused; neither
+// for a message it terminated itself (one without metadata).
+func (r *Router) receive(rt Route, msg jetstream.Msg) (*delivery, error) {
 	started := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
 		r.log.Error("message without metadata", "step", rt.Step, "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
-		return
+		return nil, nil
 	}
-	attempt := int(meta.NumDelivered)
 	in, err := event.Decode(rt.Consumes, msg.Data())
 	if err != nil {
 		// A malformed event can never be handled: drop it loudly instead of redelivering forever.
-		r.refuse(rt, msg, nil, err)
-		return
+		return nil, err
 	}
-	run := in.Header()
-	p, err := r.admit(rt, msg.Subject(), in)
-	if err != nil {
-		r.refuse(rt, msg, run, err)
-		return
-	}
-	d := &delivery{rt: rt, msg: msg, in: in, run: run, attempt: attempt, started: started, published: meta.Timestamp}
-
-	// Every event of a run carries the run's root span context: step spans are its children,
-	// whichever process handles them, and the next event is published with it again.
-	d.runSC = runSpanContext(telemetry.Extract(ctx, msg.Headers()), run.RunID)
-	ctx = trace.ContextWithRemoteSpanContext(ctx, d.runSC)
-	ctx = telemetry.ContextWithRun(ctx, run.Pipeline, run.DS, run.RunID)
-
-	// Mark the run running, and pick up the span a waiting delivery of this step left open.
-	// Consumers of a run's final events and of its SLA deadline report on the run: they must
-	// not mark it running at their own step (the alerter reads where an overdue run is stuck).
-	var open *runstate.Span
-	if !terminal(rt.Consumes) {
-		r.state(ctx, *run, func(rec *runstate.Record) {
-			rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, rt.Step, attempt, d.runSC.TraceID().String()
-			rec.Stage, rec.Detail, rec.NextAttempt = runstate.StageOf(rt.Consumes, true), "", time.Time{}
-			if len(run.Steps) > len(rec.Steps) {
-				rec.Steps = run.Steps // the steps done so far travel with the event
-			}
-			if rec.Trigger == "" {
-				rec.Trigger = run.Trigger
-			}
-			open = rec.Span
-		})
-	}
-	spanCtx, spanStart := ctx, started
-	if open != nil && open.Step == rt.Step {
-		if sid, err := trace.SpanIDFromHex(open.SpanID); err == nil {
-			spanCtx, spanStart, d.open = telemetry.WithSpanIDs(ctx, d.runSC.TraceID(), sid), open.Started, open
-		}
-	}
-	ctx, d.span = r.tracer.Start(spanCtx, rt.Step, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(spanStart),
-		trace.WithAttributes(
-			attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
-			attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.step", rt.Step),
-			attribute.Int("sluice.attempt", attempt), attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", msg.Subject())))
-	// A delivery that waits leaves its span open (unexported) for the next delivery to finish.
-	defer func() {
-		if !d.waiting {
-			d.span.End()
-		}
-	}()
-	log := r.log.With("pipeline", run.Pipeline, "ds", run.DS, "run_id", run.RunID, "step", rt.Step,
-		"attempt", attempt, "trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx))
-	ctx = WithLogger(ctx, log)
-	ctx = context.WithValue(ctx, attemptKey{}, attempt)
-	ctx = context.WithValue(ctx, sequenceKey{}, meta.Sequence.Stream)
-	if attempt == 1 {
-		r.lineageStart(d)
-	}
-
-	d.p = p
-	if r.dropIfEnded(ctx, d) {
-		return
-	}
-
-	// Every step after the sensor runs under the lease the sensor took: confirm it before work
-	// (admit made sure the event carries a token). Consumers of a run's final events (the
-	// alerter) act after the lease is gone.
-	holdsLease := leased(rt.Consumes)
-	if holdsLease {
-		if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil {
-			if errors.Is(err, lease.ErrLost) {
-				r.fail(ctx, d, "fenced", err)
-				return
-			}
-			r.retry(ctx, d, err)
-			return
-		}
-	}
-
-	stop := r.heartbeat(ctx, msg, p, run, holdsLease)
-	out, err := r.callWithin(ctx, rt, p, in)
-	stop()
-
-	var wait *WaitError
-	switch {
-	case err == nil && out == nil:
-		crash.Point(rt.Step, crash.AfterHandle)
-		_ = msg.DoubleAck(ctx)
-		log.Info("step done", "duration_ms", time.Since(started).Milliseconds())
-		r.done(ctx, d, metrics.OutcomeOK)
-		r.finished(d)
-	case err == nil:
-		oh := out.Header()
-		step := event.StepResult{Step: rt.Step, StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempt}
-		if av, ok := out.(*event.Available); ok { // the sensor's wait, for the run's summary
-			step.LeaseAt, step.Pokes = av.LeaseAt, av.Pokes
-		}
-		oh.Steps = append(append([]event.StepResult(nil), run.Steps...), step)
-		crash.Point(rt.Step, crash.AfterHandle)
-		if out.Kind() == event.KindCompleted {
-			// The run's end is recorded, and its lease released, before it is announced.
-			r.end(ctx, d, out, func(rec *runstate.Record) {
-				rec.State, rec.Detail, rec.Error, rec.Steps = runstate.Completed, "", "", oh.Steps
-				rec.Stage = runstate.StageOf(event.KindCompleted, false)
-			})
-		}
-		if err := r.publish(ctx, d, out); err != nil {
-			log.Warn("publish failed; will redeliver", "err", err)
-			_ = msg.NakWithDelay(time.Second)
-			return
-		}
-		crash.Point(rt.Step, crash.AfterPublish)
-		_ = msg.DoubleAck(ctx)
-		log.Info("step done", "next", out.Kind(), "duration_ms", time.Since(started).Milliseconds())
-		r.succeeded(ctx, d, out)
-		if out.Kind() != event.KindCompleted {
-			// Handing on is written at the next event's stage: if the next step has already
-			// marked the run running, this write is older news and is dropped.
-			r.state(ctx, *oh, func(rec *runstate.Record) {
-				rec.Steps = oh.Steps
-				rec.Error = ""
-				rec.Span = nil
-				rec.Stage = runstate.StageOf(out.Kind(), false)
-				rec.State, rec.Detail = runstate.Running, runstate.HandedOn+string(out.Kind())
-			})
-		}
-	case errors.As(err, &wait):
-		_ = msg.NakWithDelay(wait.Delay)
-		log.Debug("waiting", "reason", wait.Reason, "delay", wait.Delay)
-		r.waited(ctx, d, wait)
-	case errors.Is(err, ErrSkip):
-		_ = msg.Term()
-		log.Info("run skipped", "reason", err.Error())
-		r.done(ctx, d, metrics.OutcomeSkip)
-		r.skipped(ctx, d, err.Error())
-		r.state(ctx, *run, func(rec *runstate.Record) {
-			rec.State, rec.Detail, rec.Span, rec.NextAttempt = runstate.Skipped, err.Error(), nil, time.Time{}
-		})
-		// A skipped run that held the lease (say, a soft-failed sensor) gives it back, so the next
-		// run need not wait it out; Release does nothing for a run that never held it.
-		if err := r.leases.Release(ctx, run.Pipeline, run.RunID); err != nil {
-			log.Warn("release lease", "err", err)
-		}
-	case IsPermanent(err):
-		r.fail(ctx, d, "permanent", err)
-	case errors.Is(err, lease.ErrLost) || errors.Is(err, fence.ErrFenced):
-		r.fail(ctx, d, "fenced", err)
-	default:
-		r.retry(ctx, d, err)
-	}
-}
-
-// delivery is one message being handled: what the observability hooks need to know about it.
-type delivery struct {
-	rt        Route
-	p         *config.Pipeline
-	msg       jetstream.Msg
-	in        event.Event
-	run       *event.Run
-	attempt   int
-	started   time.Time
-	published time.Time         // when the event was stored: for a final event, when the run ended
-	runSC     trace.SpanContext // the run's root span
-	span      trace.Span        // this step's span
-	open      *runstate.Span    // the span earlier deliveries of this step left open
-	waiting   bool
-}
-
-// ErrDeadline is a step that passed its deadline (pipelines[].deadlines): it was cancelled and is
-// retried like any transient failure.
-var ErrDeadline = errors.New("step deadline passed")
-
-// callWithin runs the handler under the step's deadline: a hung statement or request is
-// cancelled and the delivery retried, instead of holding the pipeline forever.
-func (r *Router) callWithin(ctx context.Context, rt Route, p *config.Pipeline, in event.Event) (event.Event, error) {
-	limit := p.StepDeadline(rt.Step)
-	hctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	out, err := r.call(hctx, rt, p, in)
-	if err != nil && errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-		var wait *WaitError
-		if !errors.As(err, &wait) {
-			return nil, fmt.Errorf("%w: %s took longer than %s and was cancelled (pipelines[].deadlines.%s): %v", ErrDeadline, rt.Step, limit, rt.Step, err)
-		}
-	}
-	return out, err
-}
-
-// call runs the handler, turning a panic into a transient error.
-func (r *Router) call(ctx context.Context, rt Route, p *config.Pipeline, in event.Event) (out event.Event, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			Logger(ctx).Error("handler panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			out, err = nil, fmt.Errorf("%s panicked: %v", rt.Step, v)
-		}
-	}()
-	return rt.Handle(ctx, p, in)
-}
-
-// heartbeat keeps a long handler's message and lease alive.
-func (r *Router) heartbeat(ctx context.Context, msg jetstream.Msg, p *config.Pipeline, run *event.Run, holdsLease bool) (stop func()) {
-	every := 10 * time.Second
-	if holdsLease && p.Lease.TTL/3 < every {
-		every = p.Lease.TTL / 3
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-				if holdsLease {
-					if err := r.leases.Renew(ctx, p.Name, run.RunID, run.Fence, p.Lease.TTL); err != nil && ctx.Err() == nil {
-						Logger(ctx).Warn("lease renew failed", "err", err)
-					}
-				}
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
-
-func (r *Router) retry(ctx context.Context, d *delivery, err error) {
-	if d.p == nil {
-		r.fail(ctx, d, "transient", err)
-		return
-	}
-	policy := d.p.RetryPolicy(d.rt.Step)
-	if d.attempt > policy.MaxRetries() {
-		class := "transient"
-		if errors.Is(err, ErrDeadline) {
-			class = "timeout"
-		}
-		r.fail(ctx, d, class, fmt.Errorf("gave up after %d attempts: %w", d.attempt, err))
-		return
-	}
-	delay := policy.DelayFor(d.attempt, rand.Float64())
-	// A run parked for a retry keeps its lease for the wait: nothing renews it meanwhile, and a
-	// lease shorter than the delay would hand the pipeline to the next run and fence this one.
-	if leased(d.rt.Consumes) {
-		if err := r.leases.Renew(ctx, d.p.Name, d.run.RunID, d.run.Fence, delay+d.p.Lease.TTL); err != nil {
-			Logger(ctx).Warn("extend lease for the retry", "err", err)
-		}
-	}
-	Logger(ctx).Warn("step failed; will retry", "err", err, "retry_in", delay)
-	_ = d.msg.NakWithDelay(delay)
-	d.span.SetStatus(codes.Error, err.Error())
-	r.done(ctx, d, metrics.OutcomeRetry)
-	if r.metrics != nil {
-		r.metrics.Retries.WithLabelValues(d.run.Pipeline, d.rt.Step).Inc()
-	}
-	next := time.Now().Add(delay).UTC()
-	r.state(ctx, *d.run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Stage, rec.NextAttempt = runstate.Retrying, d.rt.Step, runstate.StageOf(d.rt.Consumes, true), next
-		rec.Detail, rec.Error = fmt.Sprintf("retry %d of %d at %s", d.attempt, policy.MaxRetries(), next.Local().Format(time.TimeOnly)), err.Error()
-		rec.Span = nil
-	})
-}
-
-// fail ends the run: one `failed` event (deduplicated by run id), the lease released, the
-// message terminated. Steps that consume terminal events only log.
-func (r *Router) fail(ctx context.Context, d *delivery, class string, cause error) {
-	log := Logger(ctx)
-	run, rt, msg := d.run, d.rt, d.msg
-	log.Error(fmt.Sprintf("%s %s %s: %v", run.Pipeline, run.DS, rt.Step, cause), "class", class)
-	d.span.SetStatus(codes.Error, cause.Error())
-	if terminal(rt.Consumes) {
-		_ = msg.Term()
-		r.done(ctx, d, metrics.OutcomeFailed)
-		r.finished(d)
-		return
-	}
-	f := &event.Failed{Run: *run, Step: rt.Step, Attempts: d.attempt, Class: class, Error: cause.Error()}
-	// The run's end is recorded, and its lease released (unless it was lost), before it is
-	// announced: whoever hears of the end — `sluice run`, which then exits, or a trigger of
-	// the same date — finds the run ended and the pipeline free.
-	r.end(ctx, d, f, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, rt.Step, d.attempt, cause.Error(), class
-	})
-	if err := r.publish(ctx, d, f); err != nil {
-		log.Warn("publish failed event; will redeliver", "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
-	}
-	crash.Point(rt.Step, crash.AfterPublish)
-	_ = msg.Term()
-	r.done(ctx, d, metrics.OutcomeFailed)
-	r.failed(ctx, d, class, cause)
-}
-
-// end records a run's end with the final event that announces it, then releases the run's
-// lease (a fenced run no longer holds it). A delivery that comes back after a crash between
-// this and the publish finds the run ended and publishes the recorded event (dropIfEnded);
-// the stream's duplicate window drops it if the first publish got through after all.
-func (r *Router) end(ctx context.Context, d *delivery, final event.Event, fn func(*runstate.Record)) {
-	data, err := event.Encode(final)
-	if err != nil {
-		Logger(ctx).Warn("encode final event", "err", err)
-	}
-	r.state(ctx, *final.Header(), func(rec *runstate.Record) {
-		fn(rec)
-		rec.Span, rec.NextAttempt, rec.Final = nil, time.Time{}, data
-	})
-	if f, ok := final.(*event.Failed); ok && f.Class == "fenced" {
-		return
-	}
-	if err := r.leases.Release(ctx, d.run.Pipeline, d.run.RunID); err != nil {
-		Logger(ctx).Warn("release lease", "err", err)
-	}
+	d := &delivery{rt: rt, msg: msg, in: in, run: in.Header(), attempt: int(meta.NumDelivered),
+		sequence: meta.Sequence.Stream, started: started, published: meta.Timestamp}
+	d.p, err = r.admit(rt, msg.Subject(), in)
+	return d, err
 }
 
 // terminal reports events that end a run: their consumers report, they do not continue the run.
@@ -605,22 +393,6 @@ func oneLine(err error) string {
 	return s
 }
 
-// publish sends the run's next event with the run's root span as its trace parent.
-func (r *Router) publish(ctx context.Context, d *delivery, e event.Event) error {
-	return Publish(trace.ContextWithRemoteSpanContext(ctx, d.runSC), r.js, r.opts.SubjectPrefix, e)
-}
-
-func (r *Router) state(ctx context.Context, run event.Run, fn func(*runstate.Record)) {
-	if run.Fence != 0 {
-		// A run that held the lease and no longer does, without an end, is lost (runstate.Lost).
-		fn0 := fn
-		fn = func(rec *runstate.Record) { fn0(rec); rec.Fence = run.Fence }
-	}
-	if err := r.runs.Update(ctx, run, fn); err != nil {
-		Logger(ctx).Warn("record run state", "err", err)
-	}
-}
-
 // Publish sends an event on its subject with the trace context of ctx. The message id is
 // <run id>.<kind>, so a step that republishes after a crash is deduplicated by the stream.
 func Publish(ctx context.Context, js jetstream.JetStream, prefix string, e event.Event) error {
@@ -641,36 +413,4 @@ func publish(ctx context.Context, js jetstream.JetStream, prefix string, e event
 		return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 	}
 	return ack, nil
-}
-
-type (
-	loggerKey   struct{}
-	attemptKey  struct{}
-	sequenceKey struct{}
-)
-
-// Attempt returns which delivery of the message this is (1 for the first).
-func Attempt(ctx context.Context) int {
-	n, _ := ctx.Value(attemptKey{}).(int)
-	return n
-}
-
-// Sequence returns the stream sequence of the message being handled: for a requested event, the
-// run's place in the order of requests.
-func Sequence(ctx context.Context) uint64 {
-	n, _ := ctx.Value(sequenceKey{}).(uint64)
-	return n
-}
-
-// WithLogger returns ctx carrying log.
-func WithLogger(ctx context.Context, log *slog.Logger) context.Context {
-	return context.WithValue(ctx, loggerKey{}, log)
-}
-
-// Logger returns the logger a handler should use: it carries pipeline, ds, run id and trace id.
-func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
-		return l
-	}
-	return slog.Default()
 }

@@ -110,7 +110,7 @@ func baseFields(r event.Run) []field {
 // failureAlert describes a failed run; now is when the alert is made (the run's end).
 func failureAlert(f *event.Failed, l links, now time.Time) alert {
 	a := alert{Kind: KindFailed, Emoji: ":red_circle:", Pipeline: f.Pipeline, DS: f.DS, RunID: f.RunID,
-		Step: orUnknown(f.Step), Attempts: f.Attempts, Class: orUnknown(f.Class), Error: orUnknown(f.Error)}
+		Step: orUnknown(f.Step), Attempts: f.Attempts, Class: orUnknown(string(f.Class)), Error: orUnknown(f.Error)}
 	a.Title = "sluice run failed: " + a.Pipeline
 	a.Summary = fmt.Sprintf("%s at step %s for %s after %d attempt(s) (%s)", a.Title, a.Step, a.DS, a.Attempts, a.Class)
 	a.Fields = append(baseFields(f.Run),

@@ -24,7 +24,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/app"
@@ -86,7 +85,7 @@ func NewScheduler(req *trigger.Requester, states *trigger.States, leases *lease.
 
 // StartScheduler installs the pipelines' schedules in the broker, ticks each scheduled pipeline
 // once (what was due while no scheduler ran is requested now, not at the next fire), and
-// consumes ticks and run ends until ctx is done.
+// has the router consume ticks and run ends until ctx is done.
 func StartScheduler(ctx context.Context, d *app.Deps) error {
 	opts := app.BusOptions(d.Config)
 	if err := trigger.Install(ctx, d.JS, opts, d.Config.Pipelines); err != nil {
@@ -116,38 +115,27 @@ func StartScheduler(ctx context.Context, d *app.Deps) error {
 			return err
 		}
 	}
-	go s.consume(ctx, ticks, s.onTick)
-	go s.consume(ctx, ends, s.onEnd)
+	// The router runs both loops under its bounded drain.
+	d.Router.Loop(ticks, s.log, s.settle(s.onTick))
+	d.Router.Loop(ends, s.log, s.settle(s.onEnd))
 	return nil
 }
 
-// consume handles one message at a time until ctx is done; a failed message comes back after a
-// second.
-func (s *Scheduler) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg) (time.Duration, error)) {
-	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(fctx))
-		cancel()
-		if err != nil {
-			idle := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)
-			if ctx.Err() == nil && !idle {
-				s.log.Warn("fetch failed", "err", err)
-				time.Sleep(200 * time.Millisecond)
-			}
-			continue
-		}
+// settle handles one message and answers the broker: a failed message comes back after a second.
+func (s *Scheduler) settle(handle func(context.Context, jetstream.Msg) (time.Duration, error)) func(context.Context, jetstream.Msg) {
+	return func(ctx context.Context, msg jetstream.Msg) {
 		// A tick in hand is finished even when shutdown starts: it is a few KV reads and writes.
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		later, err := handle(hctx, msg)
 		cancel()
 		if later > 0 { // look again then: the broker holds the message meanwhile
 			_ = msg.NakWithDelay(later)
-			continue
+			return
 		}
 		if err != nil {
 			s.log.Warn("schedule tick failed; will retry", "subject", msg.Subject(), "err", err)
 			_ = msg.NakWithDelay(time.Second)
-			continue
+			return
 		}
 		_ = msg.Ack()
 	}

@@ -225,7 +225,7 @@ func (s *Sensor) marked(ctx context.Context, p *config.Pipeline, req *event.Requ
 // that declare sensor.webhook, and lets the sensor see their marks. Without such pipelines it
 // does nothing.
 func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
-	w := &webhooks{js: d.JS, leases: d.Router.Leases(), runs: d.Router.Runs(), tp: d.Tracer,
+	w := &webhooks{js: d.JS, router: d.Router, leases: d.Router.Leases(), runs: d.Router.Runs(), tp: d.Tracer,
 		log: d.Logger("sensor").With("component", "webhook"), now: time.Now,
 		pipelines: map[string]*config.Pipeline{}, keys: map[string][]byte{}}
 	for i := range d.Config.Pipelines {
@@ -264,6 +264,7 @@ func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
 // webhooks is the POST /hooks/{pipeline} handler.
 type webhooks struct {
 	js        jetstream.JetStream
+	router    *flow.Router
 	marks     *marks
 	ids       jetstream.KeyValue
 	leases    *lease.Leases
@@ -552,8 +553,9 @@ func (w *webhooks) complete(ctx context.Context, p *config.Pipeline, l leaseRead
 	if err != nil {
 		return false, err
 	}
-	ctx = telemetry.Extract(ctx, parked.Header)
-	ctx, span := w.tp.Tracer("github.com/sluice-etl/sluice/services/sensor").Start(ctx, "sensor webhook",
+	// The run's root span, as the parked request carries it: the available is published with it.
+	runCtx := flow.WithLogger(telemetry.Extract(ctx, parked.Header), w.log.With("pipeline", p.Name, "ds", ds, "run_id", runID))
+	ctx, span := w.tp.Tracer("github.com/sluice-etl/sluice/services/sensor").Start(runCtx, "sensor webhook",
 		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attribute.String("sluice.pipeline", p.Name),
 			attribute.String("sluice.ds", ds), attribute.String("sluice.run_id", runID)))
 	defer span.End()
@@ -564,23 +566,16 @@ func (w *webhooks) complete(ctx context.Context, p *config.Pipeline, l leaseRead
 	}
 	run := req.Run
 	run.Fence = holder.Fence
-	run.Steps = append(append([]event.StepResult(nil), req.Steps...), event.StepResult{Step: "sensor",
-		StartedAt: received.UTC(), DurationMS: time.Since(received).Milliseconds(), Attempts: pokes})
 	av := &event.Available{Run: run, URL: source.Display(p, ds, runID), Pokes: pokes}
-	if err := flow.Publish(ctx, w.js, w.marks.prefix, av); err != nil {
+	// The sensor step, done by the webhook in the sensor's place: the run handed on as the
+	// sensor would hand it on.
+	if err := w.router.Advance(runCtx, req.Run, flow.StepResult("sensor", received, pokes, av), av); err != nil {
 		return false, err
 	}
 	// Deleting the parked message from the stream ends it in the sensor's consumer as if it were
 	// terminated. Should this fail, the sensor drops the copy when it comes back (markSent).
 	if err := w.marks.stream.DeleteMsg(ctx, parked.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		w.log.Warn("remove parked request", "pipeline", p.Name, "ds", ds, "run_id", runID, "err", err)
-	}
-	if err := w.runs.Update(ctx, run, func(rec *runstate.Record) {
-		rec.Steps, rec.Error = run.Steps, ""
-		rec.State, rec.Step, rec.Detail = runstate.Running, "sensor", runstate.HandedOn+"available (webhook)"
-		rec.Stage = runstate.StageOf(event.KindAvailable, false)
-	}); err != nil {
-		w.log.Warn("record run state", "pipeline", p.Name, "ds", ds, "run_id", runID, "err", err)
 	}
 	return true, nil
 }
