@@ -150,6 +150,24 @@ func (rep *report) String() string {
 			}
 			w("\n")
 		}
+		w("\nBroker writes per run: the messages each stream took over the measurement (its last sequence; a KV bucket is the stream `KV_<bucket>`), divided by the runs. At R3 each is written and synced on three nodes.\n\n")
+		w("| stream |")
+		for _, r := range rep.runs {
+			w(" %d replica(s) |", r.replicas)
+		}
+		w("\n|---|%s\n", strings.Repeat("---:|", len(rep.runs)))
+		var names []string
+		for name := range base.writes {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			w("| `%s` |", name)
+			for _, r := range rep.runs {
+				w(" %.1f |", float64(r.writes[name])/float64(max(1, len(r.ended))))
+			}
+			w("\n")
+		}
 		w("\nWhere the time goes: the mean per completed run of each part, from the step durations its `completed` event carries (`steps[].started_at`, `duration_ms`). ")
 		w("Busy: a step's handler time over the whole measurement divided by its wall time — how many of that step's handlers were working at once on average (each replica runs 4 at once, the sensor 8).\n\n")
 		w("| part |")
@@ -211,7 +229,7 @@ func (rep *report) String() string {
 		w("### Pipeline schedules held in the broker\n\n")
 		w("For each count, a fresh broker (%d node(s)) and one `sluice-sensor` process — the scheduling process: at start it installs every configured pipeline's schedule as a JetStream message schedule (`@hourly`) and ticks each pipeline once — with that many scheduled pipelines (`start_date` 2099, so no tick requests a run). ",
 			rep.nodes)
-		w("Started: process start to every schedule stored and every first tick handled. Then one sample a second for %s; medians. ", rep.window)
+		w("Started: process start to every schedule stored and every first tick handled. Then the processes' RSS once a second for %s (medians), and their `/metrics` once at the end (heap in use, goroutines; a scrape renders a series per pipeline, so it is not sampled every second). ", rep.window)
 		w("Control, measured right after each: the same process and config with the same pipelines but no schedule, so the difference is what the schedules cost (the rest is the pipelines' config). Broker: the nodes' RSS together.\n\n")
 		w("| scheduled pipelines | schedules stored | started in | process RSS | control (no schedules) | schedules' part | heap in use (control) | goroutines | broker RSS (control) | stream bytes | load |\n")
 		w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

@@ -45,6 +45,7 @@ type runsResult struct {
 	ended                       []endedRun
 	failed                      int
 	cpu                         map[string]time.Duration // per service (all replicas, children included), "broker", "postgres"
+	writes                      map[string]uint64        // messages each stream took (its last sequence), KV buckets' streams included
 	loadStart, loadEnd, loadMax float64
 }
 
@@ -299,6 +300,14 @@ func measureRuns(ctx context.Context, e *env, replicas, pipelines, dates int, ti
 	res.cpu = map[string]time.Duration{"broker": treeCPU(b.pids()...) - cpu0["broker"], "postgres": treeCPU(pgPid) - cpu0["postgres"]}
 	for svc, pids := range byService {
 		res.cpu[svc] = treeCPU(pids...) - cpu0[svc]
+	}
+	res.writes = map[string]uint64{}
+	for name := range js.StreamNames(ctx).Name() {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		res.writes[name] = st.CachedInfo().State.LastSeq
 	}
 	first := res.ended[0].requested
 	last := res.ended[0].stored

@@ -156,7 +156,9 @@ func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, unschedu
 	}
 	res.installed = time.Since(start)
 
-	var rss, heap, gor, brk []int64
+	// RSS once a second; /metrics only once, at the end: a scrape renders a series per pipeline
+	// and state, and scraping every second would measure the scrapes.
+	var rss, brk []int64
 	for range int(window / time.Second) {
 		select {
 		case <-ctx.Done():
@@ -169,16 +171,14 @@ func measureSchedulesAt(ctx context.Context, e *env, bin string, n int, unschedu
 			bk += rssKB(pid)
 		}
 		brk = append(brk, bk)
-		m, err := scrape(addr)
-		if err != nil {
-			return res, err
-		}
-		heap = append(heap, int64(m["go_memstats_heap_inuse_bytes"]))
-		gor = append(gor, int64(m["go_goroutines"]))
 	}
+	m, err := scrape(addr)
+	if err != nil {
+		return res, err
+	}
+	res.heapInuse, res.goroutines = int64(m["go_memstats_heap_inuse_bytes"]), int64(m["go_goroutines"])
 	res.rssKB, res.rssMaxKB = median(rss), slices.Max(rss)
 	res.brokerKB, res.brokerMaxKB = median(brk), slices.Max(brk)
-	res.heapInuse, res.goroutines = median(heap), median(gor)
 	info, err := st.Info(ctx)
 	if err != nil {
 		return res, err
