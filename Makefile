@@ -75,7 +75,7 @@ docker-engine:
 docker-stop:
 	scripts/docker.sh stop $(DOCKER_DIR)
 
-## images: the sluice images from their Dockerfiles and the local stand-ins of the compose stack's
+## images: the sluice images from the one Dockerfile and the local stand-ins of the compose stack's
 ## other images (scripts/images.sh; no image registry is reachable here)
 images: docker-engine
 	$(DOCKER_ENV) scripts/images.sh

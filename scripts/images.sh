@@ -5,7 +5,7 @@
 #     tarball in .sluice/images/cache so a fresh Docker data root imports it instead;
 #   - the stand-ins for python, postgres and prometheus (Debian packages on that base, cached
 #     likewise with `docker save`) and for nats and versitygw (their Go modules, static, on scratch);
-#   - the sluice images from their real Dockerfiles, with the static binaries built here on the
+#   - the sluice images from the real Dockerfile (one target per kind of image), with the static binaries built here on the
 #     host (PREBUILT: same flags, warm Go caches) and dbt's wheels built here (WHEELS);
 # then prints every image's size. Needs DOCKER_HOST (scripts/docker.sh start).
 #   scripts/images.sh            everything
@@ -110,19 +110,19 @@ docker build -q -t "sluice-local/nats:$NATS_VERSION" -f $local_dir/nats.Dockerfi
 docker build -q -t "sluice-local/versitygw:$VERSITYGW_VERSION" -f $local_dir/versitygw.Dockerfile "$standin" >/dev/null
 
 revision=$(git rev-parse HEAD 2>/dev/null || true)
-build() { # build IMAGE DOCKERFILE [ARGS...]
-  local img=$1 df=$2; shift 2
-  log "build $img ($df)"
-  docker build -q -t "$img" -f "$df" --build-arg GO_IMAGE=sluice-local/debian:bookworm \
+build() { # build IMAGE TARGET SERVICE [ARGS...]: from the one Dockerfile
+  local img=$1 target=$2 service=$3; shift 3
+  log "build $img (Dockerfile, target $target)"
+  docker build -q -t "$img" --target "$target" --build-arg SERVICE="$service" --build-arg GO_IMAGE=sluice-local/debian:bookworm \
     --build-arg PREBUILT=.sluice/images/bin --build-arg VERSION="$tag" --build-arg REVISION="$revision" "$@" . >/dev/null
 }
-build "sluice/sluice:$tag" cmd/sluice/Dockerfile
+build "sluice/sluice:$tag" cli sluice
 for s in "${SERVICES[@]}"; do
-  if [ "$s" = dbtrunner ]; then
-    build "sluice/$s:$tag" "services/$s/Dockerfile" --build-arg PYTHON_IMAGE=sluice-local/python:3.11-bookworm \
-      --build-arg WHEELS=.sluice/images/wheels
-  else
-    build "sluice/$s:$tag" "services/$s/Dockerfile"
-  fi
+  case "$s" in
+    dbtrunner) build "sluice/$s:$tag" dbtrunner "$s" --build-arg PYTHON_IMAGE=sluice-local/python:3.11-bookworm \
+      --build-arg WHEELS=.sluice/images/wheels;;
+    console) build "sluice/$s:$tag" console "$s";;
+    *) build "sluice/$s:$tag" service "$s";;
+  esac
 done
 docker image ls --format 'table {{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E '^(REPOSITORY|sluice)'

@@ -69,8 +69,8 @@ jobs:
 	}
 }
 
-// Every image the production overlay runs is one the release workflow builds, from a Dockerfile
-// that exists, and the release builds nothing the overlay does not run.
+// Every image the production overlay runs is one the release workflow builds, from a stage of the
+// Dockerfile that exists, and the release builds nothing the overlay does not run.
 func TestReleaseBuildsEveryDeployedImage(t *testing.T) {
 	b, err := os.ReadFile(path(t, ".github", "workflows", "release.yml"))
 	if err != nil {
@@ -80,7 +80,7 @@ func TestReleaseBuildsEveryDeployedImage(t *testing.T) {
 		Jobs map[string]struct {
 			Strategy struct {
 				Matrix struct {
-					Include []struct{ Image, Dockerfile string } `json:"include"`
+					Include []struct{ Image, Target, Service string } `json:"include"`
 				} `json:"matrix"`
 			} `json:"strategy"`
 		} `json:"jobs"`
@@ -91,8 +91,8 @@ func TestReleaseBuildsEveryDeployedImage(t *testing.T) {
 	built := map[string]bool{}
 	for _, row := range wf.Jobs["images"].Strategy.Matrix.Include {
 		built[row.Image] = true
-		if _, err := os.Stat(path(t, row.Dockerfile)); err != nil {
-			t.Errorf("release builds %s from %s: %v", row.Image, row.Dockerfile, err)
+		if _, err := dockerfileUser(path(t, "Dockerfile"), row.Target); err != nil || row.Service == "" {
+			t.Errorf("release builds %s from target %q with SERVICE %q: %v", row.Image, row.Target, row.Service, err)
 		}
 	}
 	deployed := map[string]bool{}

@@ -66,7 +66,7 @@ func ComposeServices(p *types.Project) ([]ComposeService, error) {
 				dockerfile = filepath.Join(s.Build.Context, dockerfile)
 			}
 			if user == "" {
-				u, err := dockerfileUser(dockerfile)
+				u, err := dockerfileUser(dockerfile, s.Build.Target)
 				if err != nil {
 					return nil, fmt.Errorf("service %s: %w", name, err)
 				}
@@ -121,24 +121,38 @@ func ComposeServices(p *types.Project) ([]ComposeService, error) {
 	return out, nil
 }
 
-// dockerfileUser is the argument of the last USER instruction of a Dockerfile ("" if none:
-// root).
-func dockerfileUser(file string) (string, error) {
+// dockerfileUser is the argument of the last USER instruction in effect at the end of a
+// Dockerfile's target stage (the last stage when target is ""), following a stage built FROM an
+// earlier one; "" if none: root.
+func dockerfileUser(file, target string) (string, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	user := ""
+	users := map[string]string{} // a finished stage's user, by its name
+	user, stage := "", ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && strings.EqualFold(fields[0], "USER") {
 			user = fields[1]
 		}
-		if len(fields) >= 1 && strings.EqualFold(fields[0], "FROM") {
-			user = "" // each stage starts as root
+		if len(fields) >= 2 && strings.EqualFold(fields[0], "FROM") {
+			if stage != "" {
+				users[stage] = user
+			}
+			if target != "" && strings.EqualFold(stage, target) {
+				return user, nil
+			}
+			user, stage = users[strings.ToLower(fields[1])], "" // each stage starts as root, or as the stage it is built on
+			if len(fields) >= 4 && strings.EqualFold(fields[2], "AS") {
+				stage = strings.ToLower(fields[3])
+			}
 		}
+	}
+	if target != "" && !strings.EqualFold(stage, target) {
+		return "", fmt.Errorf("%s has no stage %s", file, target)
 	}
 	return user, sc.Err()
 }
