@@ -182,6 +182,22 @@ def main():
                      f"({'attached to a warm `sluice up`' if mode == 'warm' else 'alone: the command starts and stops everything'}): "
                      f"{fmt(bf[mode])}{rng([r['wall_s'] for r in bs])} wall, "
                      f"{med([r['cpu_s'] + r.get('up_cpu_s', 0) for r in bs]):.2f} CPU s (PostgreSQL {med([r['pg_cpu_s'] for r in bs]):.2f}).")
+    gens = []
+    runs_dir = os.path.join(os.path.dirname(os.path.abspath(a.results)), "runs")
+    for d in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        up = os.path.join(runs_dir, d, "up.log")
+        if os.path.exists(up):
+            for line in open(up, encoding="utf-8", errors="replace"):
+                if '"dbt docs published"' in line and '"generated":true' in line:
+                    try:
+                        gens.append(json.loads(line)["duration_ms"] / 1000)
+                    except (ValueError, KeyError):
+                        pass
+    if gens:
+        L.append("")
+        L.append(f"dbt docs were generated {len(gens)} time(s) in the whole bench (one bucket, one docs version: the "
+                 f"project and the schema did not change), in the background at nice 19 after a warm-up run, "
+                 f"{fmt(med(gens))} each from the run's end to its docs published; every other run's docs were copies.")
     imp = [r["wall_s"] for r in rows if r["name"] == "dbt_import"]
     if imp:
         L.append("")
