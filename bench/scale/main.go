@@ -111,10 +111,9 @@ func main() {
 		}
 	}
 	rep.loadEnd = loadavg()
-	section := rep.String()
-	fmt.Print(section)
+	fmt.Print(rep.String())
 	if *results != "" {
-		if err := replaceSection(*results, "## Scale", section); err != nil {
+		if err := writeResults(*results, rep); err != nil {
 			log.Fatal(err)
 		}
 		log.Printf("updated %s", *results)
@@ -157,24 +156,43 @@ func revision(root string) string {
 	return rev
 }
 
-// replaceSection replaces the section that starts with heading (up to the next heading of the
-// same level) in the markdown file at path, or appends it; other sections are left as they are.
-func replaceSection(path, heading, section string) error {
+// writeResults puts the report in the "Scale" section of the markdown file at path: the whole
+// section when the file has none, otherwise only the parts measured, each replacing its own
+// subsection (up to the next heading of its level or above); other sections stay as they are.
+func writeResults(path string, rep *report) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	text := string(old)
-	start := strings.Index(text, heading+"\n")
+	start := strings.Index(text, "## Scale\n")
 	if start < 0 {
 		if !strings.HasSuffix(text, "\n\n") {
 			text = strings.TrimRight(text, "\n") + "\n\n"
 		}
-		return os.WriteFile(path, []byte(text+section), 0o644)
+		return os.WriteFile(path, []byte(text+rep.String()), 0o644)
 	}
-	end := len(text)
-	if i := strings.Index(text[start+len(heading):], "\n## "); i >= 0 {
-		end = start + len(heading) + i + 1
+	for _, part := range []struct{ heading, text string }{{runsHeading, rep.runsPart()}, {schedHeading, rep.schedPart()}} {
+		if part.text == "" {
+			continue
+		}
+		end := sectionEnd(text, start+1, "\n## ")
+		if i := strings.Index(text[start:end], part.heading+"\n"); i >= 0 {
+			from := start + i
+			to := min(sectionEnd(text, from+1, "\n### "), sectionEnd(text, from+1, "\n## "))
+			text = text[:from] + part.text + text[to:]
+		} else {
+			text = text[:end] + part.text + text[end:]
+		}
 	}
-	return os.WriteFile(path, []byte(text[:start]+section+text[end:]), 0o644)
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// sectionEnd is where the next heading marked by next starts after from (just after its
+// newline), or the end of text.
+func sectionEnd(text string, from int, next string) int {
+	if i := strings.Index(text[from:], next); i >= 0 {
+		return from + i + 1
+	}
+	return len(text)
 }

@@ -103,22 +103,44 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 func (rep *report) String() string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
-	w("## Scale\n\n")
-	w("Measured %s on this machine (%d cores shared with other work, %s), commit %s, in one run of `make bench-scale`",
+	w("%s", rep.header())
+	w("%s", rep.runsPart())
+	w("%s", rep.schedPart())
+	return b.String()
+}
+
+// header opens the section; each part under it says when and how it was measured, so a part
+// can be measured again alone (-only) and replace only itself.
+func (rep *report) header() string {
+	return "## Scale\n\nReproduce: `make build && make bench-scale` (the harness is `bench/scale`; smaller: `make bench-scale SCALE_FLAGS='-pipelines 10 -dates 2'`; one part: `SCALE_FLAGS='-only runs'` or `-only schedules`; flags: `cd bench/scale && GOWORK=off go run . -h`).\n\n"
+}
+
+func (rep *report) measured() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on this machine (%d cores shared with other work, %s), commit %s, in one run of `make bench-scale`",
 		rep.started.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), rep.rev)
 	if len(rep.args) > 0 {
-		w(" (harness flags: `%s`)", strings.Join(rep.args, " "))
+		fmt.Fprintf(&b, " (harness flags: `%s`)", strings.Join(rep.args, " "))
 	}
-	w("; 1-minute load average %.2f at the start and %.2f at the end.\n", rep.loadStart, rep.loadEnd)
-	w("Reproduce: `make build && make bench-scale` (the harness is `bench/scale`; smaller: `make bench-scale SCALE_FLAGS='-pipelines 10 -dates 2'`; flags: `cd bench/scale && GOWORK=off go run . -h`).\n\n")
+	fmt.Fprintf(&b, "; 1-minute load average %.2f at the start and %.2f at the end of the whole run.\n\n", rep.loadStart, rep.loadEnd)
+	return b.String()
+}
 
+const (
+	runsHeading  = "### Runs through the cluster, one and two replicas per service"
+	schedHeading = "### Pipeline schedules held in the broker"
+)
+
+func (rep *report) runsPart() string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	if len(rep.runs) > 0 {
 		base := rep.runs[0]
 		broker := "one nats-server"
 		if rep.nodes > 1 {
 			broker = fmt.Sprintf("a cluster of %d nats-server processes over loopback routes, the events stream and every KV bucket at R3", rep.nodes)
 		}
-		w("### Runs through the cluster, one and two replicas per service\n\n")
+		w("%s\n\n%s", runsHeading, rep.measured())
 		w("%d generated pipelines (`p001`…, the built-in orders contract, each its own staging and target table and its own dbt models as `sluice new-pipeline` writes them, in one dbt project) × %d dates of the sample source's orders (%d new rows a file, plus revisions of the day before's), ",
 			base.pipelines, base.dates, rep.rows)
 		w("on %s (file store, `sync_interval: always`), the six service binaries as separate processes, each replica connected to its own node. ", broker)
@@ -214,6 +236,12 @@ func (rep *report) String() string {
 		w("\n")
 	}
 
+	return b.String()
+}
+
+func (rep *report) schedPart() string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	if len(rep.scheds) > 0 {
 		// Pair each count's measurement with its control (the same pipelines, no schedule).
 		type pair struct{ with, without schedResult }
@@ -226,7 +254,7 @@ func (rep *report) String() string {
 			}
 		}
 		mb := func(kb int64) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
-		w("### Pipeline schedules held in the broker\n\n")
+		w("%s\n\n%s", schedHeading, rep.measured())
 		w("For each count, a fresh broker (%d node(s)) and one `sluice-sensor` process — the scheduling process: at start it installs every configured pipeline's schedule as a JetStream message schedule (`@hourly`) and ticks each pipeline once — with that many scheduled pipelines (`start_date` 2099, so no tick requests a run). ",
 			rep.nodes)
 		w("Started: process start to every schedule stored and every first tick handled. Then the processes' RSS once a second for %s (medians), and their `/metrics` once at the end (heap in use, goroutines; a scrape renders a series per pipeline, so it is not sampled every second). ", rep.window)
