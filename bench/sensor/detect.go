@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -80,11 +78,10 @@ func measureDetect(ctx context.Context, bin, dir string, n int, poke, window tim
 		return nil, err
 	}
 	defer p.stop()
-	tp := telemetry.TracerProvider("bench")
 	ds := dsOf(0)
 	for i := 0; i < n; i++ {
 		for _, name := range []string{fmt.Sprintf("poll%03d", i), fmt.Sprintf("push%03d", i)} {
-			if _, err := flow.Request(ctx, b.js, tp, prefix, name, ds, "bench"); err != nil {
+			if _, err := b.request(ctx, name, ds); err != nil {
 				return nil, err
 			}
 		}

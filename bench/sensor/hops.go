@@ -107,18 +107,17 @@ func measureHops(ctx context.Context, dir string, n int) (*hopsResult, error) {
 	}()
 
 	res := &hopsResult{}
-	tp := telemetry.TracerProvider("bench")
 	// Warm up connections and code paths; not measured.
 	for i := 0; i < n+20; i++ {
 		ds := dsOf(i)
-		req, err := flow.Request(ctx, b.js, tp, prefix, "hop", ds, "bench")
+		runID, err := b.request(ctx, "hop", ds)
 		if err != nil {
 			return nil, err
 		}
 		select {
 		case got := <-done:
-			if got != req.RunID {
-				return nil, fmt.Errorf("hop run %s finished while %s was expected", got, req.RunID)
+			if got != runID {
+				return nil, fmt.Errorf("hop run %s finished while %s was expected", got, runID)
 			}
 		case <-time.After(30 * time.Second):
 			return nil, fmt.Errorf("hop run %d (%s) did not reach the fetcher", i, ds)
@@ -127,7 +126,7 @@ func measureHops(ctx context.Context, dir string, n int) (*hopsResult, error) {
 			continue
 		}
 		mu.Lock()
-		sensorStart, fetcherStart := started[string(event.KindRequested)+req.RunID], started[string(event.KindAvailable)+req.RunID]
+		sensorStart, fetcherStart := started[string(event.KindRequested)+runID], started[string(event.KindAvailable)+runID]
 		mu.Unlock()
 		reqAt, _, err := b.storedAt(ctx, "hop", event.KindRequested, ds)
 		if err != nil {

@@ -24,6 +24,9 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 const (
@@ -34,9 +37,10 @@ const (
 // broker is an embedded JetStream server in the harness process (so the sensor's RSS is only
 // the sensor's) and a connection to it.
 type broker struct {
-	ns *server.Server
-	nc *nats.Conn
-	js jetstream.JetStream
+	ns  *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	req *trigger.Requester
 }
 
 func startBroker(dir string) (*broker, error) {
@@ -59,7 +63,18 @@ func startBroker(dir string) (*broker, error) {
 	if err := bus.Provision(context.Background(), js, bus.Options{Stream: stream, SubjectPrefix: prefix}); err != nil {
 		return nil, err
 	}
-	return &broker{ns: ns, nc: nc, js: js}, nil
+	runs, err := runstate.New(context.Background(), js)
+	if err != nil {
+		return nil, err
+	}
+	req := trigger.New(js, runs, telemetry.TracerProvider("bench"), bus.Options{Stream: stream, SubjectPrefix: prefix})
+	return &broker{ns: ns, nc: nc, js: js, req: req}, nil
+}
+
+// request requests a run of pipeline for ds as every producer does, and returns its run id.
+func (b *broker) request(ctx context.Context, pipeline, ds string) (string, error) {
+	res, err := b.req.Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: "bench"})
+	return res.RunID, err
 }
 
 func (b *broker) close() {

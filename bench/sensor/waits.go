@@ -7,9 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/sluice-etl/sluice/pkg/flow"
-	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
 // waitsResult is the sensor process measured with n runs waiting.
@@ -61,7 +58,6 @@ func measureWaits(ctx context.Context, bin, dir string, pipelines, dates int, po
 		return nil, err
 	}
 	defer p.stop()
-	tp := telemetry.TracerProvider("bench")
 
 	// Runs in request order: the first date of every pipeline (each takes its pipeline's lease
 	// and pokes the source), then the other dates (queued behind those leases).
@@ -86,7 +82,7 @@ func measureWaits(ctx context.Context, bin, dir string, pipelines, dates int, po
 	for _, stage := range stages {
 		for ; published < stage; published++ {
 			r := runs[published]
-			if _, err := flow.Request(ctx, b.js, tp, prefix, r.pipeline, r.ds, "bench"); err != nil {
+			if _, err := b.request(ctx, r.pipeline, r.ds); err != nil {
 				return nil, err
 			}
 		}

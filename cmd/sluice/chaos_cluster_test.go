@@ -36,14 +36,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // chaosServices are the six services, in flow order; each is a binary cmd/sluice-<name>.
@@ -447,7 +448,7 @@ func (c *chaosCluster) request(pipeline, ds string) string {
 	p, _ := c.cfg.Pipeline(pipeline)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := flow.Request(ctx, c.js, noop.NewTracerProvider(), c.cfg.NATS.SubjectPrefix, pipeline, ds, "chaos", flow.WithSLA(p.SLA))
+	req, err := trigger.New(c.js, c.runs, noop.NewTracerProvider(), app.BusOptions(c.cfg)).Request(ctx, trigger.Request{Pipeline: pipeline, DS: ds, Trigger: "chaos", SLA: p.SLA})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
-	"github.com/sluice-etl/sluice/pkg/sla"
 )
 
 // chaosResult is one row of the reliability table.
@@ -369,7 +368,7 @@ func TestChaos(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, r := range recs {
-				_, err := stream.GetLastMsgForSubject(ctx, sla.Subject(s.cfg.NATS.SubjectPrefix, "orders", l.ds, r.RunID))
+				_, err := stream.GetLastMsgForSubject(ctx, event.DeadlineSubject(s.cfg.NATS.SubjectPrefix, "orders", l.ds, r.RunID))
 				if !errors.Is(err, jetstream.ErrMsgNotFound) {
 					t.Errorf("run %s completed but its SLA deadline is still armed (%v)", r.RunID, err)
 				}

@@ -27,11 +27,11 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // env is the whole system on real components: one embedded JetStream server, and each of the
@@ -173,7 +173,7 @@ func (e *env) start(t *testing.T, ns *server.Server, s3cfg config.S3, text strin
 func (e *env) request(t *testing.T, ds string) string {
 	t.Helper()
 	st := e.stacks[0]
-	req, err := flow.Request(context.Background(), st.JS, st.Tracer, "etl", "orders", ds, "test")
+	req, err := trigger.RequestRun(context.Background(), st.JS, st.Tracer, app.BusOptions(st.Config), "orders", ds, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,13 +38,13 @@ import (
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/objstore"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // The observability acceptance test: one date through the six services, each its own process
@@ -318,7 +318,7 @@ func (st *stack) run(t *testing.T, ds string) *event.Completed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := flow.Request(context.Background(), st.js, tr.Provider, "etl", "orders", ds, "test")
+	req, err := trigger.RequestRun(context.Background(), st.js, tr.Provider, bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}, "orders", ds, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,10 +15,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // twoPipelines declares orders and events on one source, each with defaults for everything the
@@ -54,7 +55,7 @@ const twoPipelines = `pipelines:
 func (e *env) requestFor(t *testing.T, pipeline, ds string) string {
 	t.Helper()
 	st := e.stacks[0]
-	req, err := flow.Request(context.Background(), st.JS, st.Tracer, "etl", pipeline, ds, "test")
+	req, err := trigger.RequestRun(context.Background(), st.JS, st.Tracer, app.BusOptions(st.Config), pipeline, ds, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,12 @@ type progress struct {
 	drawn    int    // lines drawn last time (tty)
 	last     string // last line printed (not a tty)
 	started  time.Time
+	// each, when set, is shown each date's record as it is read, in place of the progress line
+	// (`sluice run` shows its one run step by step).
+	each func(d *dateRun)
+	// stopped, when set, says following stopped (interrupted, or the timeout: why) and returns
+	// the command's error, in place of the progress line's message.
+	stopped func(why string) error
 }
 
 func isTerminal(w io.Writer) bool {
@@ -73,7 +79,9 @@ func isTerminal(w io.Writer) bool {
 // follow polls the run-state bucket and redraws until all runs end, ctx ends or timeout passes.
 func (p *progress) follow(ctx context.Context, runs *runstate.Store, every, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	fmt.Fprintln(p.out, legend)
+	if p.each == nil {
+		fmt.Fprintln(p.out, legend)
+	}
 	for {
 		all := true
 		for _, d := range p.dates {
@@ -83,17 +91,28 @@ func (p *progress) follow(ctx context.Context, runs *runstate.Store, every, time
 			if rec, err := runs.Get(ctx, p.pipeline, d.ds, d.runID); err == nil {
 				d.rec, d.loaded = rec, true
 			}
+			if p.each != nil {
+				p.each(d)
+			}
 			all = all && d.done()
 		}
-		p.draw(all)
+		if p.each == nil {
+			p.draw(all)
+		}
 		if all {
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if p.stopped != nil {
+				return p.stopped(fmt.Sprintf("not finished after --timeout %s", timeout))
+			}
 			return &exitError{code: exitStopped, err: fmt.Errorf("%s: runs not finished after %s (they go on; see `sluice status`)", p.pipeline, timeout)}
 		}
 		select {
 		case <-ctx.Done():
+			if p.stopped != nil {
+				return p.stopped("interrupted")
+			}
 			fmt.Fprintf(p.out, "\nstopped following (interrupted): the runs go on; `sluice status` shows them\n")
 			return &exitError{code: exitStopped}
 		case <-time.After(every):

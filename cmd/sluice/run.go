@@ -2,18 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/runstate"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // runCmd runs one execution date end to end, printing each step as it happens and a summary.
@@ -25,72 +22,34 @@ type runCmd struct {
 }
 
 func (c *runCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
-	pipeline, ds, timeout := &c.Pipeline, &c.Date, &c.Timeout
-	cfg, pc, err := c.loadPipeline(*pipeline)
+	cfg, _, err := c.loadPipeline(c.Pipeline)
 	if err != nil {
 		return err
 	}
-	if _, err := event.ParseDS(*ds); err != nil {
+	if _, err := event.ParseDS(c.Date); err != nil {
 		return err
 	}
-	stackCtx, stopStack := context.WithCancel(context.WithoutCancel(ctx))
-	st, err := c.connect(stackCtx, cfg, stderr, allServices...)
-	if err != nil {
-		stopStack()
-		return err
-	}
-	defer func() { stopStack(); _ = st.Wait() }()
-	if err := c.checkAttach(cfg, *pipeline, stderr); err != nil {
-		return err
-	}
-
-	prefix := cfg.NATS.SubjectPrefix
-	sub, err := st.NC.SubscribeSync(fmt.Sprintf("%s.%s.*.%s", prefix, *pipeline, *ds))
+	// trigger + follow + summary: the date is requested as `sluice trigger` requests it (a run
+	// already queued for it is followed, not queued again), then followed from its record.
+	st, dates, stop, err := c.request(ctx, cfg, stderr, c.Pipeline, []string{c.Date}, "run", reprocessAll, allServices)
 	if err != nil {
 		return err
 	}
-	defer sub.Unsubscribe() //nolint:errcheck
-	req, err := flow.Request(ctx, st.JS, st.Tracer, prefix, *pipeline, *ds, "run", flow.WithSLA(pc.SLA))
-	if err != nil {
+	defer stop()
+	d := dates[0]
+	w := &watcher{out: stdout, runID: d.runID, started: time.Now(), docs: docsBase(c.up)}
+	fmt.Fprintf(stdout, "%s %s  run %s\n", c.Pipeline, c.Date, d.runID)
+	if d.note == trigger.NoteAlreadyQueued {
+		fmt.Fprintf(stdout, "  … already queued: following that run\n")
+	} else {
+		fmt.Fprintf(stdout, "  ✓ requested\n")
+	}
+	p := &progress{out: stdout, pipeline: c.Pipeline, dates: dates, started: time.Now(), each: w.record,
+		stopped: func(why string) error { return w.stopped(stderr, c.up != nil, why) }}
+	if err := p.follow(ctx, st.Router.Runs(), 250*time.Millisecond, c.Timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s %s  run %s\n", *pipeline, *ds, req.RunID)
-	w := &watcher{out: stdout, runID: req.RunID, started: time.Now(), docs: docsBase(c.up)}
-	deadline := time.Now().Add(*timeout)
-	var endedAt time.Time // when the run's record said it ended
-	for time.Now().Before(deadline) {
-		if ctx.Err() != nil {
-			return w.stopped(stderr, c.up != nil, "interrupted")
-		}
-		msg, err := sub.NextMsg(250 * time.Millisecond)
-		switch {
-		case errors.Is(err, nats.ErrTimeout):
-			rec, err := st.Router.Runs().Get(ctx, *pipeline, *ds, req.RunID)
-			if err != nil {
-				continue
-			}
-			w.state(rec)
-			// Every final state ends the command. Completed and failed runs also announce their
-			// end as an event, which carries the summary; a run whose end has no event (skipped)
-			// or whose event does not come ends from its record.
-			if rec.State.Final() {
-				if endedAt.IsZero() {
-					endedAt = time.Now()
-				}
-				if rec.State != runstate.Completed && rec.State != runstate.Failed || time.Since(endedAt) > 5*time.Second {
-					return w.ended(rec)
-				}
-			}
-			continue
-		case err != nil:
-			return err
-		}
-		done, err := w.event(msg)
-		if done {
-			return err
-		}
-	}
-	return w.stopped(stderr, c.up != nil, fmt.Sprintf("not finished after --timeout %s", *timeout))
+	return w.end(d.rec)
 }
 
 // docsBase is the HTTP endpoint of the attached `sluice up`, which serves the run's dbt docs
@@ -110,6 +69,7 @@ type watcher struct {
 	docs       string // host:port serving /docs/ ("" when none)
 	started    time.Time
 	lastDetail string
+	steps      int // steps of the run already shown
 }
 
 // stopped ends following a run that goes on without this command.
@@ -133,7 +93,7 @@ func (w *watcher) ended(rec runstate.Record) error {
 		mark = "⊘"
 	}
 	if rec.State == runstate.Completed {
-		fmt.Fprintf(w.out, "  ✓ completed    (its completed event did not arrive; `sluice status` has the record)\n")
+		fmt.Fprintf(w.out, "  ✓ completed    (its completed event is not recorded; `sluice status` has the record)\n")
 		return nil
 	}
 	fmt.Fprintf(w.out, "  %s %-12s at %s: %s\n", mark, rec.State, rec.Step, why)
@@ -165,44 +125,48 @@ func (w *watcher) state(rec runstate.Record) {
 	w.lastDetail = detail
 }
 
-// event prints an event of the run; done is true at completed or failed.
-func (w *watcher) event(msg *nats.Msg) (done bool, err error) {
-	parts := strings.Split(msg.Subject, ".")
-	if len(parts) < 4 {
-		return false, nil
+// record shows what is new in the run's record: each step done, and why it waits or retries.
+func (w *watcher) record(d *dateRun) {
+	if !d.loaded {
+		return
 	}
-	e, err := event.Decode(event.Kind(parts[len(parts)-2]), msg.Data)
-	if err != nil || e.Header().RunID != w.runID {
-		return false, nil
-	}
-	if w.traceID == "" {
-		if tp := msg.Header.Get("traceparent"); len(tp) >= 35 {
-			w.traceID = tp[3:35]
+	rec := d.rec
+	for _, st := range rec.Steps[min(w.steps, len(rec.Steps)):] {
+		took := round(time.Duration(st.DurationMS) * time.Millisecond)
+		switch {
+		case st.Step == "sensor":
+			fmt.Fprintf(w.out, "  ✓ %-12s %s (after %d poke(s) of the source)\n", st.Step, took, st.Pokes)
+		case st.Attempts > 1:
+			fmt.Fprintf(w.out, "  ✓ %-12s %s (%d attempts)\n", st.Step, took, st.Attempts)
+		default:
+			fmt.Fprintf(w.out, "  ✓ %-12s %s\n", st.Step, took)
 		}
 	}
-	switch e := e.(type) {
-	case *event.Requested:
-		fmt.Fprintf(w.out, "  ✓ requested\n")
-	case *event.Available:
-		fmt.Fprintf(w.out, "  ✓ available    %s (after %d poke(s) of the source)\n", e.URL, e.Pokes)
-	case *event.Landed:
-		fmt.Fprintf(w.out, "  ✓ landed       s3://%s/%s (%d bytes)\n", e.Object.Bucket, e.Object.Key, e.Object.Size)
-	case *event.Validated:
-		fmt.Fprintf(w.out, "  ✓ validated    %d rows → %s\n", e.Rows, e.StagingTable)
-		if e.Rejected > 0 {
-			fmt.Fprintf(w.out, "  ! quarantined  %d bad row(s) → s3://%s/%s\n", e.Rejected, e.Object.Bucket, e.RejectsKey)
+	w.steps = max(w.steps, len(rec.Steps))
+	w.state(rec)
+}
+
+// end reports the run's end from its record, which holds the event that announced it: a
+// completed run's summary, a failed run's step and cause, else its state and why. The exit code
+// says which.
+func (w *watcher) end(rec runstate.Record) error {
+	w.traceID = rec.TraceID
+	switch rec.State {
+	case runstate.Completed:
+		if e, err := event.Decode(event.KindCompleted, rec.Final); err == nil {
+			c := e.(*event.Completed)
+			fmt.Fprintf(w.out, "  ✓ completed    %d inserted, %d updated, %d unchanged\n", c.Inserted, c.Updated, c.Unchanged)
+			w.summary(c)
+			return nil
 		}
-	case *event.Partitioned:
-		fmt.Fprintf(w.out, "  ✓ partitioned  %s\n", e.Partition)
-	case *event.Completed:
-		fmt.Fprintf(w.out, "  ✓ completed    %d inserted, %d updated, %d unchanged\n", e.Inserted, e.Updated, e.Unchanged)
-		w.summary(e)
-		return true, nil
-	case *event.Failed:
-		fmt.Fprintf(w.out, "  ✗ failed       at %s after %d attempt(s) [%s]\n", e.Step, e.Attempts, e.Class)
-		return true, fmt.Errorf("%s %s: %s failed: %s", e.Pipeline, e.DS, e.Step, e.Error)
+	case runstate.Failed:
+		if e, err := event.Decode(event.KindFailed, rec.Final); err == nil {
+			f := e.(*event.Failed)
+			fmt.Fprintf(w.out, "  ✗ failed       at %s after %d attempt(s) [%s]\n", f.Step, f.Attempts, f.Class)
+			return fmt.Errorf("%s %s: %s failed: %s", f.Pipeline, f.DS, f.Step, f.Error)
+		}
 	}
-	return false, nil
+	return w.ended(rec)
 }
 
 func (w *watcher) summary(c *event.Completed) {

@@ -22,7 +22,6 @@ import (
 	"github.com/sluice-etl/sluice/pkg/schedule"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
-	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/alerter"
 	"github.com/sluice-etl/sluice/services/dbtrunner"
 	"github.com/sluice-etl/sluice/services/fetcher"
@@ -152,7 +151,7 @@ func TestScheduleWithTwoSensorReplicas(t *testing.T) {
 	// subscribers); sluice's own start and unpause ticks carry no Nats-Scheduler header.
 	var tickMu sync.Mutex
 	var ticks []time.Time
-	tc, err := js.OrderedConsumer(ctx, cfg.NATS.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{trigger.TickFilter("etl")}})
+	tc, err := js.OrderedConsumer(ctx, cfg.NATS.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.TickFilter("etl")}})
 	if err != nil {
 		t.Fatal(err)
 	}

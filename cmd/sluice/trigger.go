@@ -51,25 +51,11 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 	if !l.Detach && l.NATS == "" && cfg.NATS.URL.Reveal() == "" {
 		services = allServices
 	}
-	stackCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	st, err := l.connect(stackCtx, cfg, stderr, services...)
-	if err != nil {
-		stop()
-		return err
-	}
-	defer func() { stop(); _ = st.Wait() }()
-	if err := l.checkAttach(cfg, pipeline, stderr); err != nil {
-		return err
-	}
-	req := trigger.New(st.JS, st.Router.Runs(), st.Tracer, app.BusOptions(cfg))
-	var sla *config.SLA
-	if pc, ok := cfg.Pipeline(pipeline); ok {
-		sla = pc.SLA
-	}
-	ds, err := requestDates(ctx, req, pipeline, sla, dates, by, rp)
+	st, ds, stop, err := l.request(ctx, cfg, stderr, pipeline, dates, by, rp, services)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	queued, already, left := 0, 0, 0
 	for _, d := range ds {
 		switch {
@@ -90,4 +76,31 @@ func (l *launch) run(ctx context.Context, cfg *config.Config, stdout, stderr io.
 		return err
 	}
 	return p.report()
+}
+
+// request connects (starting services here when they are given and no `sluice up` runs them),
+// says which running stack it uses, and requests the dates oldest first through the one
+// requester (trigger.Requester), which decides the run id, the trace root, the SLA deadline and
+// whether a date already queued is queued again. stop ends the stack.
+func (c *common) request(ctx context.Context, cfg *config.Config, stderr io.Writer, pipeline string, dates []string, by string, rp reprocess, services []app.Service) (st *app.Stack, ds []*dateRun, stop func(), err error) {
+	stackCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	st, err = c.connect(stackCtx, cfg, stderr, services...)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	stop = func() { cancel(); _ = st.Wait() }
+	if err := c.checkAttach(cfg, pipeline, stderr); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	var sla *config.SLA
+	if pc, ok := cfg.Pipeline(pipeline); ok {
+		sla = pc.SLA
+	}
+	if ds, err = requestDates(ctx, trigger.New(st.JS, st.Router.Runs(), st.Tracer, app.BusOptions(cfg)), pipeline, sla, dates, by, rp); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return st, ds, stop, nil
 }

@@ -76,7 +76,7 @@ func StreamConfig(o Options) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        o.Stream,
 		Description: "sluice run events",
-		Subjects:    []string{o.SubjectPrefix + ".>"},
+		Subjects:    []string{event.StreamSubjects(o.SubjectPrefix)},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      30 * 24 * time.Hour,
@@ -173,7 +173,7 @@ type Consumer struct {
 func Consumers(o Options) []Consumer {
 	return []Consumer{
 		{"sensor", ConsumerConfig(o, SensorConsumer, event.KindRequested)},
-		{"sensor", schedulerConsumer(TickConsumer, o.SubjectPrefix+".*.tick")},
+		{"sensor", schedulerConsumer(TickConsumer, event.TickFilter(o.SubjectPrefix))},
 		{"sensor", schedulerConsumer(EndConsumer, event.Filter(o.SubjectPrefix, event.KindCompleted), event.Filter(o.SubjectPrefix, event.KindFailed))},
 		{"fetcher", ConsumerConfig(o, FetcherConsumer, event.KindAvailable)},
 		{"validator", ConsumerConfig(o, ValidatorConsumer, event.KindLanded)},

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/logstream"
 )
 
 // Need is one subject a service needs the server to allow its user: to publish to, or to
@@ -58,18 +57,18 @@ func Needs(service string, o Options, pipelines []string, inbox string) []Need {
 		d := c.Config.Durable
 		n = append(n, pub("$JS.API.CONSUMER.INFO."+o.Stream+"."+d, "$JS.API.CONSUMER.MSG.NEXT."+o.Stream+"."+d,
 			"$JS.ACK."+o.Stream+"."+d+".1.1.1.1.1")...)
-		n = append(n, Need{"subscribe to", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + o.Stream + "." + d})
+		n = append(n, Need{"subscribe to", event.MaxDeliveriesAdvisory(o.Stream, d)})
 	}
 	n = append(n, pub("$JS.API.STREAM.INFO."+o.Stream, "$JS.API.STREAM.MSG.GET."+o.Stream)...)
 	for _, p := range pipelines {
-		n = append(n, pub(event.Subject(o.SubjectPrefix, p, event.KindFailed, ds), logstream.Subject(o.SubjectPrefix, p, ds, service))...)
+		n = append(n, pub(event.Subject(o.SubjectPrefix, p, event.KindFailed, ds), event.LogSubject(o.SubjectPrefix, p, ds, service))...)
 		for _, k := range produces[service] {
 			n = append(n, pub(event.Subject(o.SubjectPrefix, p, k, ds))...)
 		}
 		if service == "sensor" {
 			// The pipeline's broker schedule, its ticks, and SLA deadlines of the runs it requests.
-			n = append(n, pub(o.SubjectPrefix+"."+p+".schedule", o.SubjectPrefix+"."+p+".tick",
-				o.SubjectPrefix+"."+p+".deadline."+ds+".run")...)
+			n = append(n, pub(event.ScheduleSubject(o.SubjectPrefix, p), event.TickSubject(o.SubjectPrefix, p),
+				event.DeadlineSubject(o.SubjectPrefix, p, ds, "run"))...)
 		}
 	}
 	if service == "sensor" || service == "alerter" {
@@ -80,7 +79,7 @@ func Needs(service string, o Options, pipelines []string, inbox string) []Need {
 		n = append(n, pub("$JS.API.STREAM.PURGE.KV_"+LeaseBucket)...)
 	}
 	for _, b := range append([]string{LeaseBucket, RunBucket}, buckets[service]...) {
-		n = append(n, pub("$JS.API.STREAM.INFO.KV_"+b, "$JS.API.DIRECT.GET.KV_"+b+".$KV."+b+".key", "$KV."+b+".key")...)
+		n = append(n, pub("$JS.API.STREAM.INFO.KV_"+b, "$JS.API.DIRECT.GET.KV_"+b+"."+event.KVSubject(b, "key"), event.KVSubject(b, "key"))...)
 	}
 	// Every process follows the run-state bucket for its metrics (an ordered consumer).
 	n = append(n, pub("$JS.API.CONSUMER.CREATE.KV_"+RunBucket+".c.$KV."+RunBucket+".>", "$JS.API.CONSUMER.DELETE.KV_"+RunBucket+".c",

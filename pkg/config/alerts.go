@@ -51,8 +51,17 @@ type Email struct {
 	To   []string `yaml:"to"`
 }
 
+// AlertChannel names a channel alerts go to (a pipeline's alerts and alerts_fallback).
+type AlertChannel string
+
+const (
+	ChannelSlack AlertChannel = "slack"
+	ChannelEmail AlertChannel = "email"
+	ChannelSNS   AlertChannel = "sns"
+)
+
 // alertChannels are the channels a pipeline's alerts may name, in their order under alerts.
-var alertChannels = []string{"slack", "email", "sns"}
+var alertChannels = []AlertChannel{ChannelSlack, ChannelEmail, ChannelSNS}
 
 // applyDefaults sets the run page link (from the console's URL, defaulted first) and the
 // email defaults.
@@ -65,8 +74,8 @@ func (a *Alerts) applyDefaults(consoleURL string) {
 }
 
 // configured lists the channels configured, in alertChannels' order.
-func (a *Alerts) configured() []string {
-	out := []string{}
+func (a *Alerts) configured() []AlertChannel {
+	out := []AlertChannel{}
 	for _, ch := range alertChannels {
 		if a.has(ch) {
 			out = append(out, ch)
@@ -76,13 +85,13 @@ func (a *Alerts) configured() []string {
 }
 
 // has reports whether channel is configured.
-func (a *Alerts) has(channel string) bool {
+func (a *Alerts) has(channel AlertChannel) bool {
 	switch channel {
-	case "slack":
+	case ChannelSlack:
 		return a.Slack != nil
-	case "email":
+	case ChannelEmail:
 		return a.Email != nil
-	case "sns":
+	case ChannelSNS:
 		return a.SNS != nil
 	}
 	return false
@@ -153,7 +162,7 @@ func (a *Alerts) validateChannels(at string, p *Pipeline) error {
 	return nil
 }
 
-func (a *Alerts) validateChannel(path, ch string) error {
+func (a *Alerts) validateChannel(path string, ch AlertChannel) error {
 	if !slices.Contains(alertChannels, ch) {
 		return fieldErr(path, "unknown channel %q (slack, email, sns)", ch)
 	}

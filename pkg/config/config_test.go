@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ func TestLoadAppliesDefaultsAndResolvesReferences(t *testing.T) {
 		p.StagingTable != "staging_orders" || p.Landing.Key != "raw/{pipeline}/{ds}.csv" {
 		t.Fatalf("defaults not applied: %+v", p)
 	}
-	if got := strings.Join(p.Alerts, ","); got != "slack" {
+	if got := fmt.Sprint(p.Alerts); got != "[slack]" {
 		t.Fatalf("alerts default = %q, want the configured channels", got)
 	}
 	if cfg.S3.SecretKey.Reveal() != "s3cr3t" || cfg.Postgres.URL.Reveal() != secrets["DATABASE_URL"] {

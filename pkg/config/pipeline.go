@@ -34,10 +34,10 @@ type Pipeline struct {
 	// SLA is the run's deadline (docs/reliability.md); nil: none.
 	SLA *SLA `yaml:"sla"`
 	// Alerts lists the channels ("slack", "email", "sns") alerts go to; default: all configured.
-	Alerts []string `yaml:"alerts"`
+	Alerts []AlertChannel `yaml:"alerts"`
 	// AlertsFallback lists channels that get an alert when one of Alerts fails for good (Slack's
 	// channel_not_found, a rejected login): so a broken primary does not swallow the alert.
-	AlertsFallback []string `yaml:"alerts_fallback"`
+	AlertsFallback []AlertChannel `yaml:"alerts_fallback"`
 	// SlackChannel overrides alerts.slack.channel for this pipeline's alerts.
 	SlackChannel string `yaml:"slack_channel"`
 	// Notices adds success or recovery notices to the failure alerts, on the same channels.
@@ -141,8 +141,8 @@ func (s Sensor) JitterShare() float64 {
 // Lease is the one-active-run lock.
 type Lease struct {
 	TTL time.Duration `yaml:"ttl"`
-	// OnBusy is "queue" (wait deferrably for the lease) or "skip" (drop the run).
-	OnBusy string `yaml:"on_busy"`
+	// OnBusy is OnBusyQueue (wait deferrably for the lease) or OnBusySkip (drop the run).
+	OnBusy OnBusy `yaml:"on_busy"`
 }
 
 // Landing says where raw files go; {pipeline} and {ds} in Key are replaced.
@@ -185,7 +185,7 @@ func (p *Pipeline) applyDefaults(alerts *Alerts) {
 	setDefault(&p.Timezone, "UTC")
 	p.Sensor.applyDefaults()
 	setDefault(&p.Lease.TTL, 2*time.Minute)
-	setDefault(&p.Lease.OnBusy, "queue")
+	setDefault(&p.Lease.OnBusy, OnBusyQueue)
 	setDefault(&p.Landing.Key, "raw/{pipeline}/{ds}.csv")
 	setDefault(&p.Contract, p.Name)
 	setDefault(&p.StagingTable, "staging_"+p.Name)
@@ -301,7 +301,7 @@ func (p *Pipeline) validateLease(at string) error {
 	if p.Lease.TTL <= p.Sensor.MaxWait() {
 		return fieldErr(at+".lease.ttl", "%v must be longer than the sensor's longest wait (max_interval %v), or a waiting run loses its lease", p.Lease.TTL, p.Sensor.MaxWait())
 	}
-	if p.Lease.OnBusy != "queue" && p.Lease.OnBusy != "skip" {
+	if p.Lease.OnBusy != OnBusyQueue && p.Lease.OnBusy != OnBusySkip {
 		return fieldErr(at+".lease.on_busy", "%q must be queue or skip", p.Lease.OnBusy)
 	}
 	return nil
@@ -352,3 +352,13 @@ func (p *Pipeline) validateSchedule(at string) error {
 	}
 	return nil
 }
+
+// OnBusy says what a run does when another run holds the pipeline's lease (lease.on_busy).
+type OnBusy string
+
+const (
+	// OnBusyQueue waits deferrably for the lease; waiting runs take it in request order.
+	OnBusyQueue OnBusy = "queue"
+	// OnBusySkip drops the run.
+	OnBusySkip OnBusy = "skip"
+)

@@ -24,16 +24,6 @@ const (
 // Kinds lists every event kind in flow order.
 var Kinds = []Kind{KindRequested, KindAvailable, KindLanded, KindValidated, KindPartitioned, KindCompleted, KindFailed, KindSLAMissed}
 
-// Subject is the subject of an event: <prefix>.<pipeline>.<kind>.<ds>.
-func Subject(prefix, pipeline string, kind Kind, ds string) string {
-	return fmt.Sprintf("%s.%s.%s.%s", prefix, pipeline, kind, ds)
-}
-
-// Filter is the subject filter matching one kind for every pipeline and date.
-func Filter(prefix string, kind Kind) string {
-	return fmt.Sprintf("%s.*.%s.*", prefix, kind)
-}
-
 // Event is implemented by every event type.
 type Event interface {
 	Kind() Kind

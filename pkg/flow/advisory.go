@@ -20,9 +20,6 @@ import (
 // advisory into the same end as spent retries: the run is marked failed, `failed` is published
 // once (its message id deduplicates it with any the router published) and the lease released.
 
-// advisoryPrefix is the subject prefix of the broker's max-deliveries advisories.
-const advisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-
 // maxDeliveriesAdvisory is the part of the broker's advisory sluice reads.
 type maxDeliveriesAdvisory struct {
 	Stream     string `json:"stream"`
@@ -54,7 +51,7 @@ func (r *Router) WatchMaxDeliveries(ctx context.Context, routes ...Route) (stop 
 		inFlight.Wait()
 	}
 	for _, rt := range routes {
-		subject := advisoryPrefix + "." + r.opts.Stream + "." + rt.durable()
+		subject := event.MaxDeliveriesAdvisory(r.opts.Stream, rt.durable())
 		sub, err := nc.QueueSubscribe(subject, "sluice-"+rt.durable(), func(m *nats.Msg) {
 			mu.Lock()
 			if stopped {

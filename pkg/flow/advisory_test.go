@@ -36,15 +36,12 @@ func TestMaxDeliveriesAdvisoryFailsTheRunOnce(t *testing.T) {
 	}
 	defer stop()
 
-	req, err := flow.Request(ctx, h.js, h.tp, "etl", "orders", "2026-11-25", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := request(t, h.js, h.tp, "orders", "2026-11-25")
 	holder, err := h.router.Leases().Acquire(ctx, "orders", req.RunID, req.DS, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := req.Run
+	run := req
 	run.Fence = holder.Fence
 	if err := flow.Publish(ctx, h.js, "etl", &event.Landed{Run: run, Object: event.Object{Bucket: "b", Key: "k", Size: 1, SHA256: strings.Repeat("a", 64), SourceURL: "http://s/x"}}); err != nil {
 		t.Fatal(err)

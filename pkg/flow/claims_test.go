@@ -216,10 +216,7 @@ func TestStepDeadlineCancelsAndRetriesAHungStep(t *testing.T) {
 			}
 			return toAvailable(ctx, p, in)
 		}})
-		req, err := flow.Request(context.Background(), h.js, h.tp, "etl", "deadline", "2026-11-25", "test")
-		if err != nil {
-			t.Fatal(err)
-		}
+		req := request(t, h.js, h.tp, "deadline", "2026-11-25")
 		if !always {
 			if _, e := h.next(t, event.KindAvailable); e.Header().RunID != req.RunID || calls.Load() != 2 {
 				t.Fatalf("available after %d calls", calls.Load())

@@ -74,10 +74,7 @@ func TestRunIsOneTraceWithPokeEventsAndARootSpan(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
-	req, err := flow.Request(ctx, js, tp, "etl", "orders", "2026-11-25", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := request(t, js, tp, "orders", "2026-11-25")
 	var root, sensorSpan, stepSpan, request *tracetest.SpanStub
 	deadline := time.Now().Add(10 * time.Second)
 	for (root == nil || sensorSpan == nil || stepSpan == nil || request == nil) && time.Now().Before(deadline) {

@@ -21,7 +21,6 @@ import (
 // before acking) is dropped: not handled again, not failed.
 func TestLeftoverDeliveryOfAnEndedRunIsDropped(t *testing.T) {
 	h := newHarness(t, 3)
-	ctx := context.Background()
 	var calls atomic.Int32
 	h.run(t, flow.Route{Step: "sensor", Consumes: event.KindRequested, Handle: func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
 		if calls.Add(1) == 1 {
@@ -33,9 +32,7 @@ func TestLeftoverDeliveryOfAnEndedRunIsDropped(t *testing.T) {
 		}
 		return toAvailable(ctx, p, in)
 	}})
-	if _, err := flow.Request(ctx, h.js, h.tp, "etl", "orders", "2026-11-25", "test"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, h.js, h.tp, "orders", "2026-11-25")
 	h.none(t, event.KindAvailable, time.Second)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("handler called %d times, want once: the redelivery of an ended run must be dropped", n)
@@ -113,9 +110,7 @@ func TestRetryPolicyPerStepAndBackoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := flow.Request(ctx, js, telemetry.TracerProvider("test"), "etl", "orders", "2026-11-24", "test"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, js, telemetry.TracerProvider("test"), "orders", "2026-11-24")
 	m, err := sub.NextMsg(30 * time.Second)
 	if err != nil {
 		t.Fatal("the sensor's run never failed")

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
@@ -21,6 +22,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 type harness struct {
@@ -55,6 +57,24 @@ func newHarness(t *testing.T, retries int) *harness {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return &harness{js: js, nc: nc, router: r, tp: tp, events: events}
+}
+
+// request requests a run of pipeline for ds as every producer does (trigger.Requester).
+func request(t *testing.T, js jetstream.JetStream, tp trace.TracerProvider, pipeline, ds string) event.Run {
+	t.Helper()
+	res, err := trigger.RequestRun(context.Background(), js, tp, bus.Options{Stream: "T", SubjectPrefix: "etl"}, pipeline, ds, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := runstate.New(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := runs.Get(context.Background(), pipeline, ds, res.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return event.Run{RunID: res.RunID, Pipeline: pipeline, DS: ds, Trigger: "test", RequestedAt: rec.RequestedAt}
 }
 
 func (h *harness) run(t *testing.T, routes ...flow.Route) {
@@ -111,10 +131,7 @@ func toAvailable(ctx context.Context, _ *config.Pipeline, in event.Event) (event
 func TestNextEventCarriesRunAndTrace(t *testing.T) {
 	h := newHarness(t, 0)
 	h.run(t, flow.Route{Step: "sensor", Consumes: event.KindRequested, Handle: toAvailable})
-	req, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := request(t, h.js, h.tp, "orders", "2026-11-25")
 	reqMsg, _ := h.next(t, event.KindRequested)
 	m, e := h.next(t, event.KindAvailable)
 	av := e.(*event.Available)
@@ -140,10 +157,7 @@ func TestTransientErrorIsRetriedThenFailsOnce(t *testing.T) {
 		calls.Add(1)
 		return nil, errors.New("connection refused")
 	}})
-	req, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := request(t, h.js, h.tp, "orders", "2026-11-25")
 	_, e := h.next(t, event.KindFailed)
 	f := e.(*event.Failed)
 	if f.RunID != req.RunID || f.Step != "fetcher" || f.Attempts != 3 || f.Class != "transient" || !strings.Contains(f.Error, "connection refused") {
@@ -202,9 +216,7 @@ func TestWaitRedeliversWithoutCountingAttempts(t *testing.T) {
 		}
 		return toAvailable(ctx, p, in)
 	}})
-	if _, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, h.js, h.tp, "orders", "2026-11-25")
 	_, e := h.next(t, event.KindAvailable)
 	if av := e.(*event.Available); av.Pokes != 4 {
 		t.Fatalf("pokes = %d, want 4", av.Pokes)
@@ -216,9 +228,7 @@ func TestPanicIsATransientError(t *testing.T) {
 	h.run(t, flow.Route{Step: "partitioner", Consumes: event.KindRequested, Handle: func(context.Context, *config.Pipeline, event.Event) (event.Event, error) {
 		panic("boom")
 	}})
-	if _, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test"); err != nil {
-		t.Fatal(err)
-	}
+	request(t, h.js, h.tp, "orders", "2026-11-25")
 	_, e := h.next(t, event.KindFailed)
 	if f := e.(*event.Failed); !strings.Contains(f.Error, "panicked: boom") {
 		t.Fatalf("failed = %+v", f)
@@ -259,10 +269,7 @@ func TestRetryingStateNamesTheNextAttempt(t *testing.T) {
 		return nil, errors.New("connection refused")
 	}})
 	before := time.Now()
-	req, err := flow.Request(context.Background(), h.js, h.tp, "etl", "orders", "2026-11-25", "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := request(t, h.js, h.tp, "orders", "2026-11-25")
 	deadline := time.Now().Add(5 * time.Second)
 	var rec runstate.Record
 	for time.Now().Before(deadline) {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
+	"github.com/sluice-etl/sluice/pkg/event"
 )
 
 var (
@@ -236,7 +237,7 @@ func (l *Leases) RenewAt(ctx context.Context, pipeline string, h Holder, rev uin
 // write stores h if the entry is still at revision rev, with a fresh TTL. kv.Update cannot set
 // a TTL, so this publishes to the bucket's subject the way Update does, plus the TTL header.
 func (l *Leases) write(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (uint64, error) {
-	m := &nats.Msg{Subject: "$KV." + bus.LeaseBucket + "." + pipeline, Header: nats.Header{}, Data: mustJSON(h)}
+	m := &nats.Msg{Subject: event.KVSubject(bus.LeaseBucket, pipeline), Header: nats.Header{}, Data: mustJSON(h)}
 	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
 	if err != nil {
 		return 0, err

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
+	"github.com/sluice-etl/sluice/pkg/event"
 )
 
 // The queue: runs that wait for a pipeline's lease take it in the order they were requested,
@@ -35,7 +36,7 @@ func queueKey(pipeline string, e Entry) string {
 }
 
 func queueSubject(pipeline, rest string) string {
-	return "$KV." + bus.LeaseBucket + "." + pipeline + ".queue." + rest
+	return event.KVSubject(bus.LeaseBucket, pipeline+".queue."+rest)
 }
 
 // Join puts the run requested at stream sequence seq into the pipeline's queue (a no-op if it is

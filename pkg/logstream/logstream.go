@@ -20,21 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sluice-etl/sluice/pkg/event"
 )
-
-// Subject is where a service's log records for one run's date go:
-// logs.<prefix>.<pipeline>.<ds>.<service>.
-func Subject(prefix, pipeline, ds, service string) string {
-	return "logs." + prefix + "." + pipeline + "." + ds + "." + service
-}
-
-// Filter matches every service's records for one pipeline and date.
-func Filter(prefix, pipeline, ds string) string {
-	return "logs." + prefix + "." + pipeline + "." + ds + ".*"
-}
-
-// All matches every log record of a deployment (the stream's subjects).
-func All(prefix string) string { return "logs." + prefix + ".>" }
 
 // StreamName is the log stream of the events stream named events: <events>_LOGS.
 func StreamName(events string) string { return events + "_LOGS" }
@@ -56,7 +43,7 @@ func StreamConfig(events, prefix string, l Limits) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamName(events),
 		Description: "sluice log records of runs",
-		Subjects:    []string{All(prefix)},
+		Subjects:    []string{event.LogsAll(prefix)},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
@@ -231,7 +218,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 	if err != nil {
 		return fmt.Errorf("encode log record: %w", err)
 	}
-	h.p.enqueue(&nats.Msg{Subject: Subject(h.p.prefix, rec.Pipeline, rec.DS, service), Data: b})
+	h.p.enqueue(&nats.Msg{Subject: event.LogSubject(h.p.prefix, rec.Pipeline, rec.DS, service), Data: b})
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/logstream"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
@@ -40,7 +41,7 @@ func TestRunRecordsArePublishedOnTheirSubject(t *testing.T) {
 	// a moment later.
 	var info *jetstream.StreamInfo
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		info, err = s.Info(ctx, jetstream.WithSubjectFilter(logstream.Filter("etl", "orders", "2026-11-25")))
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(event.LogFilter("etl", "orders", "2026-11-25")))
 		if err != nil {
 			t.Fatal(err)
 		}

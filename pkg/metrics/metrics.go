@@ -66,6 +66,9 @@ type Metrics struct {
 	// not say (an unknown pipeline, a foreign URL or key, no fencing token). Labelled by step
 	// only, so crafted events cannot add series.
 	EventsRefused *prometheus.CounterVec
+	// WebhookRequests counts the sensor's webhook pushes by pipeline and outcome (available,
+	// requested, marked, or why rejected).
+	WebhookRequests *prometheus.CounterVec
 
 	names []string
 }
@@ -102,6 +105,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	m.Alerts = counter("sluice_alerts_total", "Alert deliveries by channel and outcome (sent, failed, duplicate).", "pipeline", "channel", "outcome")
 	m.LineageEvents = counter("sluice_lineage_events_total", "OpenLineage events by outcome (sent, failed).", "outcome")
 	m.EventsRefused = counter("sluice_events_refused_total", "Events a step refused: malformed, or claiming what the config does not say.", "step")
+	m.WebhookRequests = counter("sluice_webhook_requests_total", "Webhook pushes by pipeline and outcome (available, requested, marked, or why rejected).", "pipeline", "outcome")
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

@@ -22,12 +22,6 @@ import (
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
-// Subject holds a run's deadline schedule: <prefix>.<pipeline>.deadline.<ds>.<run id>. It has
-// five tokens, so no consumer of the run's events (<prefix>.*.<event>.*) ever sees it.
-func Subject(prefix, pipeline, ds, runID string) string {
-	return fmt.Sprintf("%s.%s.deadline.%s.%s", prefix, pipeline, ds, runID)
-}
-
 // Deadline is when a run scheduled at scheduled must have completed. The broker's @at has
 // whole seconds, so the deadline is rounded up: it never fires early.
 func Deadline(s config.SLA, scheduled time.Time) time.Time {
@@ -46,7 +40,7 @@ func Arm(ctx context.Context, js jetstream.JetStream, prefix string, run event.R
 	if err != nil {
 		return err
 	}
-	m := &nats.Msg{Subject: Subject(prefix, run.Pipeline, run.DS, run.RunID), Header: nats.Header{}, Data: data}
+	m := &nats.Msg{Subject: event.DeadlineSubject(prefix, run.Pipeline, run.DS, run.RunID), Header: nats.Header{}, Data: data}
 	telemetry.Inject(ctx, m.Header)
 	_, err = js.PublishMsg(ctx, m,
 		jetstream.WithScheduleAt(deadline),
@@ -64,7 +58,7 @@ func Disarm(ctx context.Context, js jetstream.JetStream, stream, prefix string, 
 	if err != nil {
 		return fmt.Errorf("disarm sla deadline: %w", err)
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(Subject(prefix, run.Pipeline, run.DS, run.RunID))); err != nil {
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(event.DeadlineSubject(prefix, run.Pipeline, run.DS, run.RunID))); err != nil {
 		return fmt.Errorf("disarm sla deadline of %s %s run %s: %w", run.Pipeline, run.DS, run.RunID, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
+	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/schedule"
 )
 
@@ -24,15 +25,6 @@ const HeaderTick = "Sluice-Tick"
 // start of the scheduler publishes a tick of its own.
 const TickTTL = time.Hour
 
-// ScheduleSubject holds a pipeline's message schedule: <prefix>.<pipeline>.schedule.
-func ScheduleSubject(prefix, pipeline string) string { return prefix + "." + pipeline + ".schedule" }
-
-// TickSubject is where a pipeline's schedule fires: <prefix>.<pipeline>.tick.
-func TickSubject(prefix, pipeline string) string { return prefix + "." + pipeline + ".tick" }
-
-// TickFilter matches every pipeline's ticks.
-func TickFilter(prefix string) string { return prefix + ".*.tick" }
-
 // Install creates, updates or removes each pipeline's message schedule so the broker fires
 // the pipeline's ticks. A schedule already stored with the same headers is left alone, so
 // starting more replicas does not move the next fire time.
@@ -42,7 +34,7 @@ func Install(ctx context.Context, js jetstream.JetStream, opts bus.Options, pipe
 		return fmt.Errorf("install schedules: %w", err)
 	}
 	for _, p := range pipelines {
-		subj := ScheduleSubject(opts.SubjectPrefix, p.Name)
+		subj := event.ScheduleSubject(opts.SubjectPrefix, p.Name)
 		stored, err := stream.GetLastMsgForSubject(ctx, subj)
 		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return fmt.Errorf("install schedule of %s: %w", p.Name, err)
@@ -61,7 +53,7 @@ func Install(ctx context.Context, js jetstream.JetStream, opts bus.Options, pipe
 		}
 		m := &nats.Msg{Subject: subj, Header: nats.Header{}, Data: []byte(`{"pipeline":"` + p.Name + `"}`)}
 		m.Header.Set(jetstream.ScheduleHeader, sched.Pattern())
-		m.Header.Set(jetstream.ScheduleTargetHeader, TickSubject(opts.SubjectPrefix, p.Name))
+		m.Header.Set(jetstream.ScheduleTargetHeader, event.TickSubject(opts.SubjectPrefix, p.Name))
 		if tz := sched.TimeZone(); tz != "" {
 			m.Header.Set(jetstream.ScheduleTimeZoneHeader, tz)
 		}
@@ -90,7 +82,7 @@ func sameHeaders(stored, want nats.Header) bool {
 // Kick publishes a tick for pipeline now, saying why (start, unpause). A tick only makes the
 // scheduler look at the clock and the schedule state, so an extra one never requests twice.
 func Kick(ctx context.Context, js jetstream.JetStream, prefix, pipeline, why string) error {
-	m := &nats.Msg{Subject: TickSubject(prefix, pipeline), Header: nats.Header{}, Data: []byte(`{"pipeline":"` + pipeline + `"}`)}
+	m := &nats.Msg{Subject: event.TickSubject(prefix, pipeline), Header: nats.Header{}, Data: []byte(`{"pipeline":"` + pipeline + `"}`)}
 	m.Header.Set(HeaderTick, why)
 	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgTTL(TickTTL)); err != nil {
 		return fmt.Errorf("tick %s: %w", pipeline, err)

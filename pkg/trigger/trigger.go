@@ -78,6 +78,16 @@ func New(js jetstream.JetStream, runs *runstate.Store, tp trace.TracerProvider, 
 	return &Requester{js: js, runs: runs, opts: opts, tracer: tp.Tracer("github.com/sluice-etl/sluice/pkg/trigger")}
 }
 
+// RequestRun requests a run of pipeline for ds (trigger by) on the stream and subjects of opts:
+// Requester.Request for a caller that holds no requester (tools, tests, benchmarks).
+func RequestRun(ctx context.Context, js jetstream.JetStream, tp trace.TracerProvider, opts bus.Options, pipeline, ds, by string) (Result, error) {
+	runs, err := runstate.New(ctx, js)
+	if err != nil {
+		return Result{}, err
+	}
+	return New(js, runs, tp, opts).Request(ctx, Request{Pipeline: pipeline, DS: ds, Trigger: by})
+}
+
 // Runs is the run-state store the requester reads.
 func (r *Requester) Runs() *runstate.Store { return r.runs }
 
@@ -175,7 +185,7 @@ func (r *Requester) Publish(ctx context.Context, p Planned) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// The run gets its trace here, as flow.Request gives it: a root span id that every step's
+	// The run gets its trace here, and only here: a root span id that every step's
 	// span takes as parent, and a short request span under it.
 	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: telemetry.NewTraceID(), SpanID: telemetry.NewSpanID(), TraceFlags: trace.FlagsSampled})
 	runCtx := trace.ContextWithSpanContext(ctx, root)

@@ -15,7 +15,6 @@ import (
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/schedule"
-	"github.com/sluice-etl/sluice/pkg/sla"
 	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
@@ -161,7 +160,7 @@ func TestInstalledScheduleFiresTicks(t *testing.T) {
 	ctx := context.Background()
 	// Fired messages are stored in the stream, not published to core subscribers: read them
 	// as the scheduler does, through a consumer.
-	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{trigger.TickFilter("etl")}})
+	cons, err := js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{event.TickFilter("etl")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +242,7 @@ func TestScheduledRequestArmsItsSLAFromTheIntervalEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := js.Stream(ctx, opts.Stream)
-	m, err := s.GetLastMsgForSubject(ctx, sla.Subject("etl", "orders", "2026-11-25", res.RunID))
+	m, err := s.GetLastMsgForSubject(ctx, event.DeadlineSubject("etl", "orders", "2026-11-25", res.RunID))
 	if err != nil {
 		t.Fatalf("no deadline armed: %v", err)
 	}
@@ -290,5 +289,41 @@ func TestALostRunIsRecordedAndItsDateRequestedAgain(t *testing.T) {
 	rec, err := r.Runs().Get(ctx, "orders", "2026-11-25", first.RunID)
 	if err != nil || rec.State != runstate.Lost || !rec.State.Final() {
 		t.Fatalf("the orphaned run is %s (%v), want lost", rec.State, err)
+	}
+}
+
+func TestRequestArmsTheSLADeadline(t *testing.T) {
+	js, r := setup(t)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, opts.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	plain, err := r.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-24", Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.GetLastMsgForSubject(ctx, event.DeadlineSubject("etl", "orders", "2026-11-24", plain.RunID)); err != jetstream.ErrMsgNotFound {
+		t.Errorf("a pipeline without an SLA got a deadline (%v)", err)
+	}
+
+	// The run's scheduled time is the end of its data interval.
+	scheduled := time.Now().Add(-30 * time.Minute).Truncate(time.Second)
+	req, err := r.Request(ctx, trigger.Request{Pipeline: "orders", DS: "2026-11-25", Trigger: "test",
+		SLA: &config.SLA{Within: 2 * time.Hour}, Interval: schedule.Interval{Start: scheduled.Add(-24 * time.Hour), End: scheduled}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, event.DeadlineSubject("etl", "orders", "2026-11-25", req.RunID))
+	if err != nil {
+		t.Fatalf("no deadline armed: %v", err)
+	}
+	want := "@at " + scheduled.Add(2*time.Hour).UTC().Format(time.RFC3339)
+	if got := m.Header.Get(jetstream.ScheduleHeader); got != want {
+		t.Errorf("schedule %q, want %q (2h after the scheduled time)", got, want)
+	}
+	if got := m.Header.Get(jetstream.ScheduleTargetHeader); got != "etl.orders.sla_missed.2026-11-25" {
+		t.Errorf("schedule target %q", got)
 	}
 }

@@ -31,13 +31,6 @@ import (
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 )
 
-// Channel names, as pipelines list them under `alerts`.
-const (
-	ChannelSlack = "slack"
-	ChannelEmail = "email"
-	ChannelSNS   = "sns"
-)
-
 // Alerter sends alerts. It is safe for concurrent use.
 type Alerter struct {
 	counter   *prometheus.CounterVec
@@ -123,18 +116,19 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 	for i := range pipelines {
 		p := &pipelines[i]
 		var channels, fallback []string
-		for _, ch := range append(slices.Clone(p.Alerts), p.AlertsFallback...) {
+		for _, c := range append(slices.Clone(p.Alerts), p.AlertsFallback...) {
+			ch := string(c)
 			if slices.Contains(channels, ch) || slices.Contains(fallback, ch) {
 				continue
 			}
 			if _, ok := a.notifiers[ch]; !ok {
-				n, err := newNotifier(ch, cfg)
+				n, err := newNotifier(c, cfg)
 				if err != nil {
 					return nil, fmt.Errorf("pipeline %s: alerts: %w", p.Name, err)
 				}
 				a.notifiers[ch] = n
 			}
-			if slices.Contains(p.Alerts, ch) {
+			if slices.Contains(p.Alerts, c) {
 				channels = append(channels, ch)
 			} else {
 				fallback = append(fallback, ch)
@@ -147,19 +141,19 @@ func New(cfg config.Alerts, pipelines []config.Pipeline, kv jetstream.KeyValue, 
 	return a, nil
 }
 
-func newNotifier(channel string, cfg config.Alerts) (notifier, error) {
+func newNotifier(channel config.AlertChannel, cfg config.Alerts) (notifier, error) {
 	switch channel {
-	case ChannelSlack:
+	case config.ChannelSlack:
 		if cfg.Slack == nil {
 			return nil, errors.New("channel slack is listed but alerts.slack is not configured")
 		}
 		return newSlackNotifier(*cfg.Slack)
-	case ChannelEmail:
+	case config.ChannelEmail:
 		if cfg.Email == nil {
 			return nil, errors.New("channel email is listed but alerts.email is not configured")
 		}
 		return newEmailNotifier(*cfg.Email)
-	case ChannelSNS:
+	case config.ChannelSNS:
 		if cfg.SNS == nil {
 			return nil, errors.New("channel sns is listed but alerts.sns is not configured")
 		}

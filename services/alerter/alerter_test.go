@@ -129,7 +129,7 @@ func (e *env) alerter(t *testing.T, pipelines ...config.Pipeline) *Alerter {
 	return a
 }
 
-func pipeline(name string, channels ...string) config.Pipeline {
+func pipeline(name string, channels ...config.AlertChannel) config.Pipeline {
 	return config.Pipeline{Name: name, Alerts: channels}
 }
 
@@ -230,8 +230,8 @@ func parseEmail(t *testing.T, data []byte) email {
 
 func TestHandleAlertsEveryChannelOnce(t *testing.T) {
 	e := newEnv(t)
-	orders := pipeline("orders", ChannelSlack, ChannelEmail)
-	a := e.alerter(t, orders, pipeline("refunds", ChannelEmail))
+	orders := pipeline("orders", config.ChannelSlack, config.ChannelEmail)
+	a := e.alerter(t, orders, pipeline("refunds", config.ChannelEmail))
 	f := failed("orders", "01J0RDERS0000000000000000A")
 
 	if err := handle(t, a, f); err != nil {
@@ -312,7 +312,7 @@ func TestHandleAlertsEveryChannelOnce(t *testing.T) {
 
 func TestHandleOnlyListedChannels(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("refunds", ChannelEmail), pipeline("quiet"))
+	a := e.alerter(t, pipeline("refunds", config.ChannelEmail), pipeline("quiet"))
 
 	if err := handle(t, a, failed("refunds", "01J0REFVNDS000000000000000")); err != nil {
 		t.Fatalf("Handle: %v", err)
@@ -326,7 +326,7 @@ func TestHandleOnlyListedChannels(t *testing.T) {
 
 func TestHandleRetriesOnlyTheFailedChannel(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 	f := failed("orders", "01J0RETRY00000000000000000")
 
 	e.slack.Fail("503")
@@ -357,7 +357,7 @@ func TestHandleEmailDown(t *testing.T) {
 	down.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	e.cfg.Email = &down
-	err = handle(t, e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail)), f)
+	err = handle(t, e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail)), f)
 	if err == nil || flow.IsPermanent(err) {
 		t.Fatalf("Handle with SMTP down = %v, want a transient error", err)
 	}
@@ -365,7 +365,7 @@ func TestHandleEmailDown(t *testing.T) {
 
 	// The retry, here by a restarted alerter, sends the email only.
 	e.cfg.Email = &up
-	if err := handle(t, e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail)), f); err != nil {
+	if err := handle(t, e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail)), f); err != nil {
 		t.Fatalf("Handle after SMTP recovered: %v", err)
 	}
 	wantCounts(t, e, 1, 1)
@@ -385,7 +385,7 @@ func TestSlackErrorClasses(t *testing.T) {
 		{"429", false},
 	}
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack))
 	for i, tt := range tests {
 		t.Run(tt.failWith, func(t *testing.T) {
 			e.slack.Fail(tt.failWith)
@@ -411,7 +411,7 @@ func TestHandleMixedFailuresStayRetryable(t *testing.T) {
 	down.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	e.cfg.Email = &down
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 
 	e.slack.Fail("channel_not_found")
 	err = handle(t, a, failed("orders", "01J0MIXED00000000000000000"))
@@ -425,7 +425,7 @@ func TestHandleMixedFailuresStayRetryable(t *testing.T) {
 
 func TestHandleRejects(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 	for name, f := range map[string]*event.Failed{
 		"unknown pipeline": failed("payments", "01J0VNKNOWN000000000000000"),
 		"run id with dots": failed("orders", "01J0.DOTS"),
@@ -445,20 +445,20 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	tests := []struct {
 		name   string
 		edit   func(*config.Alerts)
-		alerts []string
+		alerts []config.AlertChannel
 		kv     jetstream.KeyValue
 		want   string
 	}{
-		{"slack listed, not configured", func(c *config.Alerts) { c.Slack = nil }, []string{"slack"}, e.kv, "alerts.slack is not configured"},
-		{"email listed, not configured", func(c *config.Alerts) { c.Email = nil }, []string{"email"}, e.kv, "alerts.email is not configured"},
-		{"unknown channel", func(*config.Alerts) {}, []string{"pager"}, e.kv, `unknown channel "pager"`},
-		{"no kv", func(*config.Alerts) {}, []string{"slack"}, nil, "no kv bucket"},
-		{"unresolved token", func(c *config.Alerts) { c.Slack.Token = secret.New("env:UNSET") }, []string{"slack"}, e.kv, "token env:UNSET is empty"},
-		{"no slack channel", func(c *config.Alerts) { c.Slack.Channel = "" }, []string{"slack"}, e.kv, "alerts.slack.channel is empty"},
-		{"bad tls", func(c *config.Alerts) { c.Email.TLS = "ssl" }, []string{"email"}, e.kv, `tls "ssl"`},
-		{"no recipients", func(c *config.Alerts) { c.Email.To = nil }, []string{"email"}, e.kv, "alerts.email.to is empty"},
-		{"bad sender", func(c *config.Alerts) { c.Email.From = "sluice" }, []string{"email"}, e.kv, "alerts.email.from"},
-		{"password in clear", func(c *config.Alerts) { c.Email.Host = "smtp.example.com" }, []string{"email"}, e.kv, "clear text"},
+		{"slack listed, not configured", func(c *config.Alerts) { c.Slack = nil }, []config.AlertChannel{"slack"}, e.kv, "alerts.slack is not configured"},
+		{"email listed, not configured", func(c *config.Alerts) { c.Email = nil }, []config.AlertChannel{"email"}, e.kv, "alerts.email is not configured"},
+		{"unknown channel", func(*config.Alerts) {}, []config.AlertChannel{"pager"}, e.kv, `unknown channel "pager"`},
+		{"no kv", func(*config.Alerts) {}, []config.AlertChannel{"slack"}, nil, "no kv bucket"},
+		{"unresolved token", func(c *config.Alerts) { c.Slack.Token = secret.New("env:UNSET") }, []config.AlertChannel{"slack"}, e.kv, "token env:UNSET is empty"},
+		{"no slack channel", func(c *config.Alerts) { c.Slack.Channel = "" }, []config.AlertChannel{"slack"}, e.kv, "alerts.slack.channel is empty"},
+		{"bad tls", func(c *config.Alerts) { c.Email.TLS = "ssl" }, []config.AlertChannel{"email"}, e.kv, `tls "ssl"`},
+		{"no recipients", func(c *config.Alerts) { c.Email.To = nil }, []config.AlertChannel{"email"}, e.kv, "alerts.email.to is empty"},
+		{"bad sender", func(c *config.Alerts) { c.Email.From = "sluice" }, []config.AlertChannel{"email"}, e.kv, "alerts.email.from"},
+		{"password in clear", func(c *config.Alerts) { c.Email.Host = "smtp.example.com" }, []config.AlertChannel{"email"}, e.kv, "clear text"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -482,7 +482,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 func TestHTMLEscapesErrorMessage(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 	f := failed("orders", "01J0SCR1PT0000000000000000")
 	f.Error = `bad row: <script>alert("x")</script> & <!channel>`
 
@@ -509,7 +509,7 @@ func TestHTMLEscapesErrorMessage(t *testing.T) {
 
 func TestSecretsStayOut(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 	var errs []error
 	run := func(runID string) {
 		if err := handle(t, a, failed("orders", runID)); err != nil {
@@ -602,7 +602,7 @@ func TestCombine(t *testing.T) {
 
 func TestSlackRateLimitWaitsForRetryAfter(t *testing.T) {
 	e := newEnv(t)
-	a := e.alerter(t, pipeline("orders", ChannelSlack, ChannelEmail))
+	a := e.alerter(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail))
 	f := failed("orders", "01J0RATE000000000000000000")
 
 	e.slack.Fail("429") // the recorder answers 429 with Retry-After: 1
@@ -625,10 +625,10 @@ func TestSlackRateLimitWaitsForRetryAfter(t *testing.T) {
 // the pipeline's fallback channel, email, carries the alert instead and the run's alert succeeds.
 func TestPipelineRoutingAndFallback(t *testing.T) {
 	e := newEnv(t)
-	orders := pipeline("orders", ChannelSlack)
-	orders.AlertsFallback = []string{ChannelEmail}
+	orders := pipeline("orders", config.ChannelSlack)
+	orders.AlertsFallback = []config.AlertChannel{config.ChannelEmail}
 	orders.SlackChannel = "#orders-alerts"
-	a := e.alerter(t, orders, pipeline("events", ChannelEmail))
+	a := e.alerter(t, orders, pipeline("events", config.ChannelEmail))
 
 	if err := handle(t, a, failed("orders", "01J0ROUTE000000000000000001")); err != nil {
 		t.Fatal(err)

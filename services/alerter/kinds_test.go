@@ -56,7 +56,7 @@ func withTrace(traceID trace.TraceID) context.Context {
 func TestSLAMissedAlertsOnceNamingTheStuckStep(t *testing.T) {
 	e, runs := kindsEnv(t)
 	e.cfg.TraceURL = "https://jaeger.example.com/trace/{trace_id}"
-	p := pipeline("orders", ChannelSlack, ChannelEmail)
+	p := pipeline("orders", config.ChannelSlack, config.ChannelEmail)
 	a := e.alerterWith(t, p, WithRuns(runs))
 
 	late := event.Run{RunID: "01J0SAAM1SSED0000000000000", Pipeline: "orders", DS: "2024-06-01", RequestedAt: fixedNow.Add(-time.Hour)}
@@ -97,7 +97,7 @@ func TestSLAMissedAlertsOnceNamingTheStuckStep(t *testing.T) {
 
 func TestSLADeadlineOfARunThatCompletedInTimeSendsNothing(t *testing.T) {
 	e, runs := kindsEnv(t)
-	a := e.alerterWith(t, pipeline("orders", ChannelSlack, ChannelEmail), WithRuns(runs))
+	a := e.alerterWith(t, pipeline("orders", config.ChannelSlack, config.ChannelEmail), WithRuns(runs))
 	deadline := fixedNow.Add(-time.Minute)
 	done := event.Run{RunID: "01J0SAAD0NE000000000000000", Pipeline: "orders", DS: "2024-06-01", RequestedAt: deadline.Add(-time.Hour)}
 	setState(t, runs, done, func(r *runstate.Record) {
@@ -127,7 +127,7 @@ func (d *disarmed) Disarm(_ context.Context, r event.Run) error {
 func TestCompletedRunNotices(t *testing.T) {
 	e, runs := kindsEnv(t)
 	ctx := context.Background()
-	quiet := pipeline("orders", ChannelSlack, ChannelEmail)
+	quiet := pipeline("orders", config.ChannelSlack, config.ChannelEmail)
 	quiet.SLA = &config.SLA{Within: time.Hour}
 	d := &disarmed{}
 	a := e.alerterWith(t, quiet, WithRuns(runs))

@@ -26,7 +26,7 @@ var Service = app.Service{Name: "alerter", Routes: func(ctx context.Context, d *
 	for _, p := range d.Config.Pipelines { // series at zero, so the first failure shows in increase()
 		for _, ch := range p.Alerts {
 			for _, outcome := range []string{"sent", "failed", "duplicate"} {
-				d.Metrics.Alerts.WithLabelValues(p.Name, ch, outcome)
+				d.Metrics.Alerts.WithLabelValues(p.Name, string(ch), outcome)
 			}
 		}
 	}

@@ -79,7 +79,7 @@ func TestSNSPublishesOncePerRun(t *testing.T) {
 	e := newEnv(t)
 	ep, u := startSNS(t)
 	e.cfg.SNS = snsConfig(t, u, "arn:aws:sns:eu-west-1:123456789012:sluice-alerts")
-	a := e.alerter(t, pipeline("orders", ChannelSNS))
+	a := e.alerter(t, pipeline("orders", config.ChannelSNS))
 	f := failed("orders", "01J0SNS0000000000000000000")
 	for i := 0; i < 2; i++ {
 		if err := handle(t, a, f); err != nil {
@@ -113,7 +113,7 @@ func TestSNSFifoTopicAndErrors(t *testing.T) {
 	e := newEnv(t)
 	ep, u := startSNS(t)
 	e.cfg.SNS = snsConfig(t, u, "arn:aws:sns:us-east-1:123456789012:sluice-alerts.fifo")
-	a := e.alerter(t, pipeline("orders", ChannelSNS))
+	a := e.alerter(t, pipeline("orders", config.ChannelSNS))
 
 	ep.failWith = "NotFound"
 	if err := handle(t, a, failed("orders", "01J0SNS0000000000000000001")); !flow.IsPermanent(err) {

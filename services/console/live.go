@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/bus"
-	"github.com/sluice-etl/sluice/pkg/logstream"
+	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 )
 
@@ -159,11 +159,9 @@ func (c *cache) latestCompleted(_ context.Context, pipeline string) (string, str
 
 // followLogs notes each new log record so pages tailing a run's logs refresh.
 func (c *Console) followLogs(ctx context.Context) error {
-	sub, err := c.nc.Subscribe(logstream.All(c.cfg.NATS.SubjectPrefix), func(m *nats.Msg) {
-		// logs.<prefix>.<pipeline>.<ds>.<service>
-		parts := strings.Split(m.Subject, ".")
-		if len(parts) == 5 {
-			c.hub.notify("l:" + parts[2] + "." + parts[3])
+	sub, err := c.nc.Subscribe(event.LogsAll(c.cfg.NATS.SubjectPrefix), func(m *nats.Msg) {
+		if pipeline, ds, _, ok := event.ParseLogSubject(m.Subject); ok {
+			c.hub.notify("l:" + pipeline + "." + ds)
 		}
 	})
 	if err != nil {

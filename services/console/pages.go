@@ -804,7 +804,7 @@ func (c *Console) pageSLA(w http.ResponseWriter, r *http.Request) {
 	}
 	var slas []map[string]string
 	for _, p := range c.cfg.Pipelines {
-		s := map[string]string{"Name": p.Name, "Within": "none", "Channels": strings.Join(p.Alerts, ", ")}
+		s := map[string]string{"Name": p.Name, "Within": "none", "Channels": joinChannels(p.Alerts)}
 		if p.SLA != nil {
 			s["Within"] = dur(p.SLA.Within)
 		}
@@ -906,4 +906,13 @@ func thousands(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// joinChannels lists a pipeline's alert channels: "slack, email".
+func joinChannels(chs []config.AlertChannel) string {
+	s := make([]string, len(chs))
+	for i, ch := range chs {
+		s[i] = string(ch)
+	}
+	return strings.Join(s, ", ")
 }

@@ -83,13 +83,13 @@ type runEvent struct {
 // runEvents reads the events of a run from the events stream (the subjects of its pipeline and
 // date, filtered by run id).
 func (c *Console) runEvents(ctx context.Context, pipeline, ds, runID string) ([]runEvent, error) {
-	msgs, err := readStream(ctx, c.js, c.cfg.NATS.Stream, c.cfg.NATS.SubjectPrefix+"."+pipeline+".*."+ds, maxRead)
+	msgs, err := readStream(ctx, c.js, c.cfg.NATS.Stream, event.RunFilter(c.cfg.NATS.SubjectPrefix, pipeline, ds), maxRead)
 	if err != nil {
 		return nil, err
 	}
 	var out []runEvent
 	for _, m := range msgs {
-		kind := event.Kind(strings.Split(m.Subject(), ".")[2])
+		_, kind, _, _ := event.ParseSubject(m.Subject())
 		var hdr event.Run
 		if json.Unmarshal(m.Data(), &hdr) != nil || hdr.RunID != runID {
 			continue
@@ -111,7 +111,7 @@ func (c *Console) runEvents(ctx context.Context, pipeline, ds, runID string) ([]
 
 // runLogs reads a run's log records from the log stream.
 func (c *Console) runLogs(ctx context.Context, pipeline, ds, runID string) ([]logstream.Record, error) {
-	msgs, err := readStream(ctx, c.js, logstream.StreamName(c.cfg.NATS.Stream), logstream.Filter(c.cfg.NATS.SubjectPrefix, pipeline, ds), maxRead)
+	msgs, err := readStream(ctx, c.js, logstream.StreamName(c.cfg.NATS.Stream), event.LogFilter(c.cfg.NATS.SubjectPrefix, pipeline, ds), maxRead)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func (c *Console) failedAlerts(ctx context.Context, pipeline string) ([]sentAler
 	if pipeline == "" {
 		pipeline = "*"
 	}
-	msgs, err := readStream(ctx, c.js, logstream.StreamName(c.cfg.NATS.Stream), "logs."+c.cfg.NATS.SubjectPrefix+"."+pipeline+".*.alerter", 2000)
+	msgs, err := readStream(ctx, c.js, logstream.StreamName(c.cfg.NATS.Stream), event.LogSubject(c.cfg.NATS.SubjectPrefix, pipeline, "*", "alerter"), 2000)
 	if err != nil {
 		return nil, err
 	}

@@ -20,10 +20,10 @@ import (
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 	"github.com/sluice-etl/sluice/services/sensor"
 )
 
@@ -150,11 +150,11 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func (e *env) request(t *testing.T, pipeline, ds string) string {
 	t.Helper()
-	req, err := flow.Request(context.Background(), e.js, e.stack.Tracer, "etl", pipeline, ds, "test")
+	res, err := trigger.RequestRun(context.Background(), e.js, e.stack.Tracer, app.BusOptions(e.stack.Config), pipeline, ds, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return req.RunID
+	return res.RunID
 }
 
 func (e *env) find(runID string, k event.Kind) []event.Event {

@@ -24,12 +24,12 @@ import (
 
 	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/event"
-	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 var (
@@ -187,11 +187,11 @@ func (p *proc) signal(t *testing.T, s syscall.Signal) time.Time {
 
 func (e *procEnv) request(ds string) string {
 	e.t.Helper()
-	req, err := flow.Request(context.Background(), e.js, telemetry.TracerProvider("test"), "etl", "orders", ds, "test")
+	res, err := trigger.RequestRun(context.Background(), e.js, telemetry.TracerProvider("test"), bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}, "orders", ds, "test")
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return req.RunID
+	return res.RunID
 }
 
 // published returns runID's event of kind k and when the broker stored it, once it exists.

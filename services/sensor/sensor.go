@@ -23,16 +23,19 @@ import (
 	"github.com/sluice-etl/sluice/pkg/lease"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/source"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // Service is the sensor as an app service.
 var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
 	s := New(d.HTTPClient(30*time.Second), d.Router.Leases())
 	s.runs = d.Router.Runs()
-	if err := s.ServeWebhooks(ctx, d); err != nil {
+	req := trigger.New(d.JS, d.Router.Runs(), d.Tracer, app.BusOptions(d.Config))
+	if err := s.ServeWebhooks(ctx, d, req); err != nil {
 		return nil, err
 	}
-	if err := StartScheduler(ctx, d); err != nil { // schedule.go: ticks → requested
+	// The sensor's process also runs the schedule (pkg/trigger): ticks → requested.
+	if err := trigger.StartScheduler(ctx, d.Router, req, d.Config.Pipelines, d.Logger("sensor").With("step", "scheduler")); err != nil {
 		return nil, err
 	}
 	return []flow.Route{{Step: "sensor", Consumes: event.KindRequested, Handle: s.Handle, Workers: 8}}, nil
@@ -122,7 +125,7 @@ func (s *Sensor) takeTurn(ctx context.Context, p *config.Pipeline, req *event.Re
 		}
 		return fmt.Errorf("%w: %s", flow.ErrSkip, why)
 	}
-	if held && !mine && p.Lease.OnBusy == "skip" {
+	if held && !mine && p.Lease.OnBusy == config.OnBusySkip {
 		return lease.Holder{}, skip(fmt.Sprintf("lease held by run %s (ds %s)", h.RunID, h.DS))
 	}
 	if !mine {
@@ -146,7 +149,7 @@ func (s *Sensor) takeTurn(ctx context.Context, p *config.Pipeline, req *event.Re
 	}
 	holder, err := s.leases.Acquire(ctx, p.Name, req.RunID, req.DS, p.Lease.TTL)
 	if held := (*lease.HeldError)(nil); errors.As(err, &held) {
-		if p.Lease.OnBusy == "skip" {
+		if p.Lease.OnBusy == config.OnBusySkip {
 			return lease.Holder{}, skip(err.Error())
 		}
 		// Another run took the lease between the look and the take (a run that held it expired

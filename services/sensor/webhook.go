@@ -45,6 +45,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/source"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
 // KV buckets the sensor owns (provisioned by bus.Provision).
@@ -222,10 +223,12 @@ func (s *Sensor) marked(ctx context.Context, p *config.Pipeline, req *event.Requ
 }
 
 // ServeWebhooks mounts POST /hooks/{pipeline} on the process's HTTP endpoint for the pipelines
-// that declare sensor.webhook, and lets the sensor see their marks. Without such pipelines it
+// that declare sensor.webhook, and lets the sensor see their marks. A push for a date with no
+// run requests one through req. Without such pipelines it
 // does nothing.
-func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
+func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps, req *trigger.Requester) error {
 	w := &webhooks{js: d.JS, router: d.Router, leases: d.Router.Leases(), runs: d.Router.Runs(), tp: d.Tracer,
+		req: req,
 		log: d.Logger("sensor").With("component", "webhook"), now: time.Now,
 		pipelines: map[string]*config.Pipeline{}, keys: map[string][]byte{}}
 	for i := range d.Config.Pipelines {
@@ -251,11 +254,7 @@ func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
 		return fmt.Errorf("kv %s: %w", HookIDBucket, err)
 	}
 	w.marks, w.ids = m, ids
-	w.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_webhook_requests_total",
-		Help: "Webhook pushes by pipeline and outcome (available, requested, marked, or why rejected)."}, []string{"pipeline", "outcome"})
-	if err := d.Registry.Register(w.requests); err != nil {
-		return fmt.Errorf("register webhook metrics: %w", err)
-	}
+	w.requests = d.Metrics.WebhookRequests
 	s.marks = m
 	d.HandleHTTP("POST /hooks/{pipeline}", w)
 	return nil
@@ -265,6 +264,7 @@ func (s *Sensor) ServeWebhooks(ctx context.Context, d *app.Deps) error {
 type webhooks struct {
 	js        jetstream.JetStream
 	router    *flow.Router
+	req       *trigger.Requester
 	marks     *marks
 	ids       jetstream.KeyValue
 	leases    *lease.Leases
@@ -505,11 +505,14 @@ func (w *webhooks) act(ctx context.Context, p *config.Pipeline, ds, id string, r
 			return res, nil // queued behind another run, or past the sensor
 		}
 	}
-	req, err := flow.Request(ctx, w.js, w.tp, w.marks.prefix, p.Name, ds, "webhook", flow.WithSLA(p.SLA))
+	req, err := w.req.Request(ctx, trigger.Request{Pipeline: p.Name, DS: ds, Trigger: "webhook", SLA: p.SLA})
 	if err != nil {
 		return res, err
 	}
-	res.Action, res.RunID = "requested", req.RunID
+	res.RunID = req.RunID
+	if req.Queued { // else a run of ds was queued meanwhile: it will see the mark
+		res.Action = "requested"
+	}
 	return res, nil
 }
 

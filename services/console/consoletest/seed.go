@@ -74,7 +74,7 @@ func seed(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, o bus.Opti
 		}
 		logLine := func(step string, attempt int, level, msg string, attrs map[string]any) {
 			b, _ := json.Marshal(logstream.Record{Time: t.UTC(), Level: level, Msg: msg, Pipeline: pipeline, DS: ds, RunID: id, Step: step, Attempt: attempt, Attrs: attrs})
-			_ = nc.Publish(logstream.Subject(o.SubjectPrefix, pipeline, ds, step), b)
+			_ = nc.Publish(event.LogSubject(o.SubjectPrefix, pipeline, ds, step), b)
 		}
 		if err := publish(event.KindRequested, &event.Requested{Run: run}); err != nil {
 			return nil, err

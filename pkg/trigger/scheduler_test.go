@@ -1,4 +1,4 @@
-package sensor_test
+package trigger_test
 
 import (
 	"context"
@@ -18,16 +18,13 @@ import (
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/testkit"
 	"github.com/sluice-etl/sluice/pkg/trigger"
-	"github.com/sluice-etl/sluice/services/sensor"
 )
-
-var busOpts = bus.Options{Stream: "SLUICE", SubjectPrefix: "etl"}
 
 // sched is a scheduler on a real embedded JetStream server. The tests call Tick with chosen
 // reference times instead of waiting for the clock; the broker's own ticks are exercised in
 // TestBrokerTicksRequestRuns and in cmd/sluice's acceptance test.
 type sched struct {
-	*sensor.Scheduler
+	*trigger.Scheduler
 	js     jetstream.JetStream
 	req    *trigger.Requester
 	states *trigger.States
@@ -42,7 +39,7 @@ func newSched(t *testing.T, p config.Pipeline) *sched {
 func schedOn(t *testing.T, js jetstream.JetStream, p config.Pipeline) *sched {
 	t.Helper()
 	ctx := context.Background()
-	if err := bus.Provision(ctx, js, busOpts); err != nil {
+	if err := bus.Provision(ctx, js, opts); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := runstate.New(ctx, js)
@@ -63,8 +60,8 @@ func schedOn(t *testing.T, js jetstream.JetStream, p config.Pipeline) *sched {
 	if p.Sensor.PokeInterval == 0 {
 		p.Sensor.PokeInterval = 200 * time.Millisecond
 	}
-	req := trigger.New(js, runs, noop.NewTracerProvider(), busOpts)
-	s, err := sensor.NewScheduler(req, states, leases, []config.Pipeline{p}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	req := trigger.New(js, runs, noop.NewTracerProvider(), opts)
+	s, err := trigger.NewScheduler(req, states, leases, []config.Pipeline{p}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +76,7 @@ func ts(s string) time.Time {
 	return t
 }
 
-func (s *sched) tick(t *testing.T, ref, ended string) sensor.Outcome {
+func (s *sched) tick(t *testing.T, ref, ended string) trigger.Outcome {
 	t.Helper()
 	out, err := s.Tick(context.Background(), "orders", ts(ref), ended)
 	if err != nil {
@@ -102,7 +99,7 @@ func (s *sched) end(t *testing.T, ds, runID string, state runstate.State) {
 func (s *sched) requested(t *testing.T) []*event.Requested {
 	t.Helper()
 	ctx := context.Background()
-	cons, err := s.js.OrderedConsumer(ctx, busOpts.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"etl.*.requested.*"}})
+	cons, err := s.js.OrderedConsumer(ctx, opts.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"etl.*.requested.*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +130,7 @@ func TestCatchupFalseRunsOnlyTheLatestIntervalAfterAnOutage(t *testing.T) {
 	s.end(t, first.DS, first.RunID, runstate.Completed)
 	// Ten intervals pass with no scheduler; then the run's end event and every tick that piled
 	// up are delivered at once.
-	var outs []sensor.Outcome
+	var outs []trigger.Outcome
 	for i := 0; i < 10; i++ {
 		outs = append(outs, s.tick(t, "2026-11-25T21:00:01Z", first.RunID))
 	}
@@ -276,7 +273,7 @@ func TestReplicasRequestEachIntervalOnce(t *testing.T) {
 	for i := 1; i <= 20; i++ {
 		ref := base.Add(time.Duration(i)*time.Second + 100*time.Millisecond)
 		var wg sync.WaitGroup
-		outs := make([]sensor.Outcome, len(replicas)*2)
+		outs := make([]trigger.Outcome, len(replicas)*2)
 		for j := range outs {
 			wg.Add(1)
 			go func() {
