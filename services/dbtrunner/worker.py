@@ -36,6 +36,13 @@ os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 from dbt.cli.main import dbtRunner  # noqa: E402  (after the redirect: importing may log)
+import dbt_common.tests  # noqa: E402
+
+# dbt-core's caches for many invocations in one process (made for its own test suite): Jinja
+# parses keyed by the template's text, and the plugin modules found on the path, which otherwise
+# every invocation looks up again (~10 % of a small build's CPU). Both depend only on their key;
+# the worker is recycled after dbt.worker.max_runs builds, which bounds what they hold.
+dbt_common.tests.enable_test_caching()
 
 PROJECT = os.environ["SLUICE_DBT_PROJECT_DIR"]
 HOME = os.environ["SLUICE_DBT_WORKER_DIR"]  # holds profiles.yml, one target dir per schema
