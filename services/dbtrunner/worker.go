@@ -306,11 +306,12 @@ func (w *worker) do(ctx context.Context, req workerRequest) (workerResponse, err
 	var resp workerResponse
 	if err := w.read(ctx, p, &resp); err != nil {
 		w.setProc(nil)
+		w.kill(p)
+		// A fresh worker starts and parses now (after this request), so the retry finds it warm.
+		w.warm(req.Vars, req.Env["SLUICE_PG_SCHEMA"])
 		if ctx.Err() != nil {
-			w.kill(p)
 			return resp, fmt.Errorf("stopped: %w", context.Cause(ctx))
 		}
-		w.kill(p)
 		return resp, err
 	}
 	w.last = req
