@@ -94,12 +94,14 @@ def main():
     L.append("Dates run one at a time, interleaved (the systems take turns going first). *Small*: the file is there when "
              "the run is requested (a backfill's case). *Gated*: the file appears (is linked into the source's directory) "
              "only once the system's sensor waits for it; *available → visible* is from that moment until a row of the "
-             "date can be read in the target (polled every 20 ms; the upsert is one transaction). *Wall* is each system's "
+             "date can be read in the target (polled every 25 ms; the upsert is one transaction). *Wall* is each system's "
              "own record of the run, requested → completed (sluice: the run record, as `sluice trigger` prints it; "
              "Airflow: `dag_run.queued_at` → `end_date`). CPU is user + system seconds of all of a system's processes "
              "(each system runs under a subreaper, so ended children count too; the `sluice trigger` command counts for "
-             "sluice; Airflow includes its metadata PostgreSQL); the target PostgreSQL and versitygw are shared and "
-             "listed apart. Memory is the peak over the run of the summed PSS of all of a system's processes (RSS with "
+             "sluice, and so do sluice's dbt docs, which it generates in the background after a run completed: the "
+             "harness waits for them before the next run; Airflow includes its metadata PostgreSQL); the target "
+             "PostgreSQL and versitygw are shared and "
+             "listed apart. Memory is the peak over the run of the summed PSS of all of a system's processes, sampled every second (RSS with "
              "each shared page divided among its sharers; summed RSS, which counts Airflow's forked workers' shared "
              "pages once per process, is in results.jsonl).")
     L.append("")
@@ -209,6 +211,12 @@ def main():
                  f"{fmt(s['airflow']['wall'])} ({ratio(s['airflow']['wall'], s['sluice']['wall']):.1f}×); available → visible "
                  f"sluice {fmt(s['sluice']['vis'])}, Airflow {fmt(s['airflow']['vis'])} "
                  f"({ratio(s['airflow']['vis'], s['sluice']['vis']):.1f}×).")
+    errors = [r for r in recs if r["kind"] == "error"]
+    if errors:
+        L.append("")
+        L.append(f"{len(errors)} run(s) did not complete and are left out of the figures above:")
+        for e in errors:
+            L.append(f"- {NAMES[e['system']]} {e['ds']} ({e['set']}): {e['error'].strip().splitlines()[0][:300]}")
     L.append("")
     L.append(END)
     text = "\n".join(L) + "\n"

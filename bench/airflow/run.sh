@@ -5,9 +5,9 @@
 # own: `sluice up`, and Apache Airflow 3 (api-server, scheduler with the LocalExecutor,
 # dag-processor, triggerer; metadata in a PostgreSQL server of its own) running the seed's DAG
 # (bench/airflow/dags) on the same dbt project. Dates run interleaved, one system after the other:
-#   WARMUP dates (not measured), SMALL dates whose files are there when the run is requested
-#   (a backfill's case), GATED dates whose file appears only once the system's sensor waits for it
-#   (file available -> rows visible), and BIG_ROWS rows on one gated date.
+#   a warm-up date (not measured), GATED dates whose file appears only once the system's sensor
+#   waits for it (file available -> rows visible), SMALL dates whose files are there when the run
+#   is requested (a backfill's case), and BIG_ROWS rows on one gated date.
 #   bench/airflow/run.sh          (or: make bench-airflow)
 # Knobs: SMALL (30 dates), GATED (10 dates), ROWS (1000 per small date), BIG_ROWS (999999; 0: no
 #        big date), POKE (1: the sensors' poke interval in seconds, the same for both), IDLE (20:
@@ -22,7 +22,7 @@ bin=$work/bin
 bench_name=bench-airflow
 venv=${AIRFLOW_VENV:-$root/.sluice/airflow/venv}
 export SMALL=${SMALL:-30} GATED=${GATED:-10} ROWS=${ROWS:-1000} BIG_ROWS=${BIG_ROWS-999999} POKE=${POKE:-1} IDLE=${IDLE:-20}
-first=2026-10-01 # the first date; warm-up, small, gated and big dates follow each other from here
+first=2026-10-01 # the first date; warm-up, gated, small and big dates follow each other from here
 
 . "$root/bench/lib.sh"
 if [ "${1:-}" != --measure ]; then
@@ -47,8 +47,9 @@ results=$work/results.jsonl
 mkdir -p "$work/files" "$work/served-sluice" "$work/served-airflow" "$work/runs"
 day() { date -u -d "$first + $1 day" +%F; }
 warmup=$(day 0)
-small=""; for i in $(seq 1 "$SMALL"); do small+=" $(day "$i")"; done
-gated=""; for i in $(seq $((SMALL + 1)) $((SMALL + GATED))); do gated+=" $(day "$i")"; done
+# in the order they run (a date's file updates the previous date's orders): gated, small, big
+gated=""; for i in $(seq 1 "$GATED"); do gated+=" $(day "$i")"; done
+small=""; for i in $(seq $((GATED + 1)) $((GATED + SMALL))); do small+=" $(day "$i")"; done
 big=""; [ "$BIG_ROWS" -gt 0 ] && big=$(day $((SMALL + GATED + 1)))
 
 # The files: the sample source's orders, generated once; each system's source serves a directory
@@ -110,7 +111,7 @@ pipelines:
 YAML
 export DATABASE_URL=$(dburl sluice_target) SLUICE_S3_ENDPOINT=$SLUICE_TEST_S3_ENDPOINT
 sluice_http=127.0.0.1:$(free_port)
-setsid "$here/reaper.py" "$bin/sluice" up --config "$sdir/sluice.yaml" --http "$sluice_http" --console off \
+setsid "$here/reaper.py" "$bin/sluice" up --config "$sdir/sluice.yaml" --http "$sluice_http" --console off -v \
   >"$sdir/up.log" 2>&1 &
 sluice_root=$!
 pids+=("$sluice_root")
@@ -175,7 +176,8 @@ pids+=("$airflow_root")
 say "waiting for sluice and Airflow to be ready"
 for _ in $(seq 1 600); do
   dag=$(psql -X -tA "$meta_db" -c "SELECT count(*) FROM serialized_dag WHERE dag_id = 'deferrable_etl_partition_dbt'" 2>/dev/null || true)
-  if [ "${dag:-0}" -ge 1 ] && curl -fs -o /dev/null "http://127.0.0.1:$api_port/api/v2/monitor/health" && curl -fs -o /dev/null "http://$sluice_http/readyz"; then break; fi
+  if [ "${dag:-0}" -ge 1 ] && curl -fs -o /dev/null "http://127.0.0.1:$api_port/api/v2/monitor/health" && curl -fs -o /dev/null "http://$sluice_http/readyz" \
+    && grep -qs '"msg":"dbt worker warm"' "$sdir/up.log"; then break; fi
   kill -0 "$sluice_root" 2>/dev/null || { say "sluice up ended:"; tail -20 "$sdir/up.log" >&2; exit 1; }
   kill -0 "$airflow_root" 2>/dev/null || { say "Airflow ended:"; tail -40 "$work/airflow.log" >&2; exit 1; }
   sleep 0.5
@@ -183,7 +185,7 @@ done
 
 s3_pid=$(cat "$work/infra/s3/pid")
 "$venv/bin/python" "$here/bench.py" \
-  --sluice "$bin/sluice" --sluice-config "$sdir/sluice.yaml" --sluice-db "$(dburl sluice_target)" --sluice-root "$sluice_root" \
+  --sluice "$bin/sluice" --sluice-config "$sdir/sluice.yaml" --sluice-log "$sdir/up.log" --sluice-db "$(dburl sluice_target)" --sluice-root "$sluice_root" \
   --airflow-api "http://127.0.0.1:$api_port" --airflow-db "$(dburl airflow_target)" --meta-db "$meta_db" \
   --airflow-root "$airflow_root" --meta-pg "$meta_pid" --pg-pid "$pg_pid" --s3-pid "$s3_pid" \
   --files "$work/files" --served-sluice "$work/served-sluice" --served-airflow "$work/served-airflow" --results "$results" \
