@@ -63,7 +63,7 @@ func (s *Stack) watch(ctx context.Context, routes []flow.Route) error {
 	for _, rt := range routes {
 		name := rt.Durable
 		if name == "" {
-			name = rt.Step
+			name = string(rt.Step)
 		}
 		durables = append(durables, name)
 	}

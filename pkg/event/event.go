@@ -223,3 +223,18 @@ func ParseDS(ds string) (time.Time, error) {
 	}
 	return t, nil
 }
+
+// Step names a step of a run, after the service that performs it.
+type Step string
+
+const (
+	StepSensor      Step = "sensor"
+	StepFetcher     Step = "fetcher"
+	StepValidator   Step = "validator"
+	StepPartitioner Step = "partitioner"
+	StepDBTRunner   Step = "dbtrunner"
+	StepAlerter     Step = "alerter"
+)
+
+// Steps lists the steps in flow order: each consumes the event the one before produces.
+var Steps = []Step{StepSensor, StepFetcher, StepValidator, StepPartitioner, StepDBTRunner, StepAlerter}

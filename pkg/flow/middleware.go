@@ -54,7 +54,7 @@ func (r *Router) Classify(next Handler) Handler {
 // retry parks the message for the pipeline's retry delay, or fails the run when its retries are
 // spent.
 func (r *Router) retry(ctx context.Context, d *delivery, p *config.Pipeline, err error) {
-	policy := p.RetryPolicy(d.rt.Step)
+	policy := p.RetryPolicy(string(d.rt.Step))
 	if d.attempt > policy.MaxRetries() {
 		class := event.ClassTransient
 		if errors.Is(err, ErrDeadline) {
@@ -92,7 +92,7 @@ func (r *Router) fail(ctx context.Context, d *delivery, class event.FailureClass
 		d.settle(outcomeRedeliver, func() error { return d.msg.NakWithDelay(time.Second) })
 		return
 	}
-	crash.Point(d.rt.Step, crash.AfterPublish)
+	crash.Point(string(d.rt.Step), crash.AfterPublish)
 	d.settle(outcomeFailed, d.msg.Term)
 }
 
@@ -152,10 +152,10 @@ var ErrDeadline = errors.New("step deadline passed")
 // Deadline runs step under its deadline (pipelines[].deadlines): a hung statement or request is
 // cancelled and returns ErrDeadline, retried like any transient failure, instead of holding the
 // pipeline forever. A wait is not a step passing its deadline.
-func Deadline(step string) Middleware {
+func Deadline(step event.Step) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-			limit := p.StepDeadline(step)
+			limit := p.StepDeadline(string(step))
 			hctx, cancel := context.WithTimeout(ctx, limit)
 			defer cancel()
 			out, err := next(hctx, p, in)
@@ -171,7 +171,7 @@ func Deadline(step string) Middleware {
 }
 
 // Recover turns a panic of step's handler into a transient error, logged with its stack.
-func Recover(step string) Middleware {
+func Recover(step event.Step) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, p *config.Pipeline, in event.Event) (out event.Event, err error) {
 			defer func() {

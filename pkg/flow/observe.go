@@ -41,12 +41,12 @@ func (r *Router) initSeries(rt Route) {
 	if m == nil {
 		return
 	}
-	m.EventsRefused.WithLabelValues(rt.Step)
+	m.EventsRefused.WithLabelValues(string(rt.Step))
 	for name := range r.pipelines {
 		for _, o := range metrics.StepOutcomes {
-			m.StepOutcomes.WithLabelValues(name, rt.Step, o)
+			m.StepOutcomes.WithLabelValues(name, string(rt.Step), o)
 		}
-		m.Retries.WithLabelValues(name, rt.Step)
+		m.Retries.WithLabelValues(name, string(rt.Step))
 		for _, o := range []string{metrics.RunCompleted, metrics.RunFailed, metrics.RunSkipped} {
 			m.RunsFinished.WithLabelValues(name, o)
 		}
@@ -81,10 +81,10 @@ func (r *Router) Tracing(next Handler) Handler {
 				d.open = nil
 			}
 		}
-		ctx, d.span = r.tracer.Start(spanCtx, d.rt.Step, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(spanStart),
+		ctx, d.span = r.tracer.Start(spanCtx, string(d.rt.Step), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(spanStart),
 			trace.WithAttributes(
 				attribute.String("sluice.pipeline", run.Pipeline), attribute.String("sluice.ds", run.DS),
-				attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.step", d.rt.Step),
+				attribute.String("sluice.run_id", run.RunID), attribute.String("sluice.step", string(d.rt.Step)),
 				attribute.Int("sluice.attempt", d.attempt), attribute.String("messaging.system", "nats"),
 				attribute.String("messaging.destination.name", d.msg.Subject())))
 		ctx = WithLogger(ctx, Logger(ctx).With("trace_id", telemetry.TraceID(ctx), "span_id", telemetry.SpanID(ctx)))
@@ -152,7 +152,7 @@ func (r *Router) exportRun(ctx context.Context, d *delivery) {
 		attrs = append(attrs, datasetAttrs(in, out)...)
 	case outcomeFailed:
 		errMsg = d.cause.Error()
-		attrs = append(attrs, attribute.String("sluice.failed_step", d.rt.Step), attribute.String("sluice.failure_class", string(d.class)))
+		attrs = append(attrs, attribute.String("sluice.failed_step", string(d.rt.Step)), attribute.String("sluice.failure_class", string(d.class)))
 	}
 	rctx := telemetry.WithSpanIDs(context.WithoutCancel(ctx), d.runSC.TraceID(), d.runSC.SpanID())
 	_, span := r.runTracer.Start(rctx, "run "+run.Pipeline+" "+run.DS, trace.WithNewRoot(), trace.WithTimestamp(d.runStart()),
@@ -192,7 +192,7 @@ func countDelivery(m *metrics.Metrics, d *delivery) {
 	if label == "" || d.outcome == outcomeRedeliver {
 		return
 	}
-	pl, step := d.run.Pipeline, d.rt.Step
+	pl, step := d.run.Pipeline, string(d.rt.Step)
 	m.StepOutcomes.WithLabelValues(pl, step, label).Inc()
 	m.StepDuration.WithLabelValues(pl, step, label).Observe(time.Since(d.started).Seconds())
 	if d.rt.pokes() {
@@ -267,18 +267,18 @@ func (r *Router) Lineage(next Handler) Handler {
 				break
 			}
 			inputs, outputs := r.datasets.Step(d.in, d.out)
-			e.Emit(e.Event(lineage.Complete, now, d.run, d.rt.Step, inputs, outputs, ""))
+			e.Emit(e.Event(lineage.Complete, now, d.run, string(d.rt.Step), inputs, outputs, ""))
 			if c, ok := d.out.(*event.Completed); ok {
 				in, out := r.datasets.Run(c)
 				e.Emit(e.Event(lineage.Complete, now, d.run, "", in, out, ""))
 			}
 		case outcomeSkip:
-			e.Emit(e.Event(lineage.Abort, now, d.run, d.rt.Step, nil, nil, d.cause.Error()))
+			e.Emit(e.Event(lineage.Abort, now, d.run, string(d.rt.Step), nil, nil, d.cause.Error()))
 			e.Emit(e.Event(lineage.Abort, now, d.run, "", nil, nil, d.cause.Error()))
 		case outcomeFailed:
 			inputs, _ := r.datasets.Step(d.in, nil)
-			e.Emit(e.Event(lineage.Fail, now, d.run, d.rt.Step, inputs, nil, d.cause.Error()))
-			e.Emit(e.Event(lineage.Fail, now, d.run, "", nil, nil, d.rt.Step+": "+d.cause.Error()))
+			e.Emit(e.Event(lineage.Fail, now, d.run, string(d.rt.Step), inputs, nil, d.cause.Error()))
+			e.Emit(e.Event(lineage.Fail, now, d.run, "", nil, nil, string(d.rt.Step)+": "+d.cause.Error()))
 		}
 		return out, err
 	}
@@ -291,7 +291,7 @@ func (r *Router) lineageStart(d *delivery) {
 		r.lineage.Emit(r.lineage.Event(lineage.Start, now, d.run, "", nil, nil, ""))
 	}
 	inputs, _ := r.datasets.Step(d.in, nil)
-	r.lineage.Emit(r.lineage.Event(lineage.Start, now, d.run, d.rt.Step, inputs, nil, ""))
+	r.lineage.Emit(r.lineage.Event(lineage.Start, now, d.run, string(d.rt.Step), inputs, nil, ""))
 }
 
 // datasetAttrs names what a step read and wrote on its span.

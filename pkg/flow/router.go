@@ -43,7 +43,7 @@ func Chain(h Handler, mws ...Middleware) Handler {
 
 // Route binds a step to the event it consumes.
 type Route struct {
-	Step     string
+	Step     event.Step
 	Consumes event.Kind
 	Handle   Handler
 	// Workers is how many messages this process handles at once (default 4).
@@ -61,7 +61,7 @@ func (rt Route) durable() string {
 	if rt.Durable != "" {
 		return rt.Durable
 	}
-	return rt.Step
+	return string(rt.Step)
 }
 
 // Router runs routes: the consume → handle → publish → ack loop, written once.
@@ -293,14 +293,14 @@ func (r *Router) core(rt Route, step Handler) Handler {
 		if err != nil {
 			return nil, err
 		}
-		crash.Point(rt.Step, crash.AfterHandle)
+		crash.Point(string(rt.Step), crash.AfterHandle)
 		if out != nil {
 			if err := r.advance(d.runCtx(ctx), d.run, d.stepResult(out), out); err != nil {
 				Logger(ctx).Warn("publish failed; will redeliver", "err", err)
 				d.settle(outcomeRedeliver, func() error { return d.msg.NakWithDelay(time.Second) })
 				return nil, err
 			}
-			crash.Point(rt.Step, crash.AfterPublish)
+			crash.Point(string(rt.Step), crash.AfterPublish)
 		}
 		d.out = out
 		d.settle(outcomeOK, func() error { return d.msg.DoubleAck(ctx) })
@@ -373,14 +373,14 @@ func (r *Router) admit(rt Route, subject string, in event.Event) (*config.Pipeli
 // crafted events can neither act nor grow what sluice stores and exports. run is nil for an
 // event that could not be decoded.
 func (r *Router) refuse(rt Route, msg jetstream.Msg, run *event.Run, cause error) {
-	who := rt.Step
+	who := string(rt.Step)
 	if run != nil {
 		who = fmt.Sprintf("%.64s %.10s %s", run.Pipeline, run.DS, rt.Step)
 	}
 	r.log.Error(fmt.Sprintf("%s: refused %s event on %.200s: %s", who, rt.Consumes, msg.Subject(), oneLine(cause)), "class", "refused")
 	_ = msg.TermWithReason("refused")
 	if r.metrics != nil {
-		r.metrics.EventsRefused.WithLabelValues(rt.Step).Inc()
+		r.metrics.EventsRefused.WithLabelValues(string(rt.Step)).Inc()
 	}
 }
 

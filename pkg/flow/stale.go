@@ -32,7 +32,7 @@ func (r *Router) dropIfEnded(ctx context.Context, d *delivery) bool {
 	if err != nil || !rec.State.Final() {
 		return false
 	}
-	if rec.Step == d.rt.Step && len(rec.Final) > 0 {
+	if rec.Step == string(d.rt.Step) && len(rec.Final) > 0 {
 		// This step ended the run and may have died before announcing it: announce it now.
 		// A copy already published is dropped by the stream's duplicate window, and the
 		// alerter records each alert once, so announcing twice costs nothing.

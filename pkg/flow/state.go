@@ -35,7 +35,7 @@ func (r *Router) RunState(next Handler) Handler {
 			r.recordWait(ctx, d)
 		case outcomeRetry:
 			r.state(ctx, *d.run, func(rec *runstate.Record) {
-				rec.State, rec.Step, rec.Stage, rec.NextAttempt = runstate.Retrying, d.rt.Step, runstate.StageOf(d.rt.Consumes, true), d.next
+				rec.State, rec.Step, rec.Stage, rec.NextAttempt = runstate.Retrying, string(d.rt.Step), runstate.StageOf(d.rt.Consumes, true), d.next
 				rec.Detail, rec.Error = d.detail, d.cause.Error()
 				rec.Span = nil
 			})
@@ -59,7 +59,7 @@ func (r *Router) markRunning(ctx context.Context, d *delivery) {
 	var open *runstate.Span
 	run := d.run
 	r.state(ctx, *run, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, d.rt.Step, d.attempt, d.runSC.TraceID().String()
+		rec.State, rec.Step, rec.Attempts, rec.TraceID = runstate.Running, string(d.rt.Step), d.attempt, d.runSC.TraceID().String()
 		rec.Stage, rec.Detail, rec.NextAttempt = runstate.StageOf(d.rt.Consumes, true), "", time.Time{}
 		if len(run.Steps) > len(rec.Steps) {
 			rec.Steps = run.Steps // the steps done so far travel with the event
@@ -69,7 +69,7 @@ func (r *Router) markRunning(ctx context.Context, d *delivery) {
 		}
 		open = rec.Span
 	})
-	if open != nil && open.Step == d.rt.Step {
+	if open != nil && open.Step == string(d.rt.Step) {
 		d.open = open
 	}
 }
@@ -93,7 +93,7 @@ func (r *Router) recordWait(ctx context.Context, d *delivery) {
 			rec.Span = nil
 			return
 		}
-		s := runstate.Span{Step: d.rt.Step, SpanID: sc.SpanID().String(), Started: d.spanStart()}
+		s := runstate.Span{Step: string(d.rt.Step), SpanID: sc.SpanID().String(), Started: d.spanStart()}
 		if d.open != nil {
 			s.Waits, s.Dropped = append(s.Waits, d.open.Waits...), d.open.Dropped
 		}

@@ -30,8 +30,8 @@ func (r *Router) Advance(ctx context.Context, from event.Run, step event.StepRes
 
 // StepResult is the entry of step, started at started and done now after attempts, in the run's
 // list of steps done, for the event out that hands the run on.
-func StepResult(step string, started time.Time, attempts int, out event.Event) event.StepResult {
-	res := event.StepResult{Step: step, StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempts}
+func StepResult(step event.Step, started time.Time, attempts int, out event.Event) event.StepResult {
+	res := event.StepResult{Step: string(step), StartedAt: started.UTC(), DurationMS: time.Since(started).Milliseconds(), Attempts: attempts}
 	if av, ok := out.(*event.Available); ok { // the sensor's wait, for the run's summary
 		res.LeaseAt, res.Pokes = av.LeaseAt, av.Pokes
 	}
@@ -73,11 +73,11 @@ func (r *Router) handedOn(ctx context.Context, out event.Event) {
 // published, whose message id makes it one per run whoever publishes it. ctx carries the run's
 // span context as for Advance. Whoever hears of the end — `sluice run`, which then exits, or a
 // trigger of the same date — finds the run ended and the pipeline free.
-func (r *Router) Fail(ctx context.Context, run event.Run, step string, attempts int, class event.FailureClass, cause error) error {
+func (r *Router) Fail(ctx context.Context, run event.Run, step event.Step, attempts int, class event.FailureClass, cause error) error {
 	ctx = withRunSpan(ctx, run.RunID)
-	f := &event.Failed{Run: run, Step: step, Attempts: attempts, Class: class, Error: cause.Error()}
+	f := &event.Failed{Run: run, Step: string(step), Attempts: attempts, Class: class, Error: cause.Error()}
 	r.end(ctx, f, func(rec *runstate.Record) {
-		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, step, attempts, cause.Error(), string(class)
+		rec.State, rec.Step, rec.Attempts, rec.Error, rec.Detail = runstate.Failed, string(step), attempts, cause.Error(), string(class)
 	})
 	return Publish(ctx, r.js, r.opts.SubjectPrefix, f)
 }

@@ -38,7 +38,7 @@ var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *a
 	if err := trigger.StartScheduler(ctx, d.Router, req, d.Config.Pipelines, d.Logger("sensor").With("step", "scheduler")); err != nil {
 		return nil, err
 	}
-	return []flow.Route{{Step: "sensor", Consumes: event.KindRequested, Handle: s.Handle, Workers: 8}}, nil
+	return []flow.Route{{Step: event.StepSensor, Consumes: event.KindRequested, Handle: s.Handle, Workers: 8}}, nil
 }}
 
 // Sensor checks sources.

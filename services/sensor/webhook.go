@@ -572,7 +572,7 @@ func (w *webhooks) complete(ctx context.Context, p *config.Pipeline, l leaseRead
 	av := &event.Available{Run: run, URL: source.Display(p, ds, runID), Pokes: pokes}
 	// The sensor step, done by the webhook in the sensor's place: the run handed on as the
 	// sensor would hand it on.
-	if err := w.router.Advance(runCtx, req.Run, flow.StepResult("sensor", received, pokes, av), av); err != nil {
+	if err := w.router.Advance(runCtx, req.Run, flow.StepResult(event.StepSensor, received, pokes, av), av); err != nil {
 		return false, err
 	}
 	// Deleting the parked message from the stream ends it in the sensor's consumer as if it were
