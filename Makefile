@@ -121,10 +121,13 @@ infra-check:
 	cd deploy/check && go test -count=1 ./...
 
 ## chaos: the whole fault-injection suite (every service killed at each crash point, NATS and
-## PostgreSQL faults, S3 503s, Slack 429/down, SLA deadlines); writes docs/reliability.md
+## PostgreSQL faults, S3 503s, Slack 429/down, SLA deadlines; then on a three-node JetStream
+## cluster with two replicas of each service: the stream's and the lease bucket's leaders
+## SIGKILLed, a node holding services' connections SIGKILLed, a node restarted with its store and
+## with it wiped, after the cluster kit's own test and the R3 provisioning test); writes docs/reliability.md
 chaos: tools
 	SLUICE_CHAOS=full SLUICE_CHAOS_REPORT=$(ROOT)/docs/reliability.md scripts/with-infra.sh $(ROOT)/.sluice/chaos \
-		bash -c 'cd cmd/sluice && go test -count=1 -timeout 40m -run "^TestChaos$$" -v .'
+		bash -c 'set -e; (cd pkg && go test -count=1 -run "^(TestClusterLosesNodes|TestProvisionR3ReadsWhatItWrote)$$" -v ./testkit/cluster/ ./bus/); cd cmd/sluice && go test -count=1 -timeout 60m -run "^TestChaos(Cluster)?$$" -v .'
 
 ## bench-sensor: the sensor's memory with 10,000 waiting runs, hop latency and time to detect;
 ## writes the "Sensor and hops" section of bench/RESULTS.md (about 5 minutes)

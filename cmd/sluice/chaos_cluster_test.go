@@ -2,10 +2,11 @@
 
 package main
 
-// The fault-injection suite's cluster: a nats-server process with a file store, the six service
-// binaries built with -tags chaos (so SLUICE_CRASH can stop them at a crash point), each its own
-// process, and the real PostgreSQL, S3 (behind a fault proxy), dbt, Slack (slacktest behind a
-// rate-limiting proxy) and SMTP servers the tests use everywhere else.
+// The fault-injection suite's cluster: a nats-server process with a file store (or three of
+// them forming a JetStream cluster, pkg/testkit/cluster), the six service binaries built with
+// -tags chaos (so SLUICE_CRASH can stop them at a crash point), each its own process (or two
+// replicas of each, on different nodes), and the real PostgreSQL, S3 (behind a fault proxy), dbt,
+// Slack (slacktest behind a rate-limiting proxy) and SMTP servers the tests use everywhere else.
 
 import (
 	"bufio"
@@ -44,6 +45,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/samplesource"
 	"github.com/sluice-etl/sluice/pkg/testkit"
+	"github.com/sluice-etl/sluice/pkg/testkit/cluster"
 	"github.com/sluice-etl/sluice/pkg/trigger"
 )
 
@@ -183,8 +185,13 @@ type chaosCluster struct {
 	runs     *runstate.Store
 	leases   *lease.Leases
 
-	procs map[string]*chaosProc
-	gen   int // process generation, for log names
+	// nodes is the JetStream cluster of a clustered suite (nil: the one nats-server above).
+	nodes *cluster.Cluster
+	// procs are the services' processes by instance: "fetcher", and "fetcher#2" for a second
+	// replica.
+	procs    map[string]*chaosProc
+	replicas int
+	gen      int // process generation, for log names
 
 	source *chaosSource
 	s3     *s3Proxy
@@ -196,10 +203,24 @@ type chaosCluster struct {
 	day time.Time // the next execution date to use
 }
 
-// newCluster starts the broker and the six services.
-func newCluster(t *testing.T) *chaosCluster {
+// chaosTopology is how the suite runs NATS and the services: the zero value is one nats-server
+// and one process per service.
+type chaosTopology struct {
+	// nodes > 0 runs a JetStream cluster of that many nats-server processes; the config asks for
+	// nats.replicas: nodes, and every process is given every node's URL.
+	nodes int
+	// replicas is how many processes run each service (0 is 1).
+	replicas int
+}
+
+// newCluster starts one broker and the six services.
+func newCluster(t *testing.T) *chaosCluster { return newClusterOf(t, chaosTopology{}) }
+
+// newClusterOf starts the broker (or the cluster of brokers) and the services.
+func newClusterOf(t *testing.T, top chaosTopology) *chaosCluster {
 	t.Helper()
-	c := &chaosCluster{t: t, bins: buildChaosBinaries(t), procs: map[string]*chaosProc{}, day: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	c := &chaosCluster{t: t, bins: buildChaosBinaries(t), procs: map[string]*chaosProc{}, replicas: max(top.replicas, 1),
+		day: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	var err error
 	if c.dir, err = os.MkdirTemp("", "sluice-chaos-"); err != nil {
 		t.Fatal(err)
@@ -231,21 +252,40 @@ func newCluster(t *testing.T) *chaosCluster {
 	c.slackP = startSlackProxy(t, ts.GetAPIURL())
 	c.smtp = testkit.SMTP(t)
 
-	c.natsPort = chaosFreePort(t)
-	c.natsConf = filepath.Join(c.dir, "nats.conf")
-	conf := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", c.natsPort, filepath.Join(c.dir, "nats-store"))
-	if err := os.WriteFile(c.natsConf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
+	natsURL := ""
+	if top.nodes > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		var err error
+		c.nodes, err = cluster.Start(ctx, cluster.Options{Bin: filepath.Join(c.bins, "nats-server"), Dir: filepath.Join(c.dir, "nats"), Nodes: top.nodes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		natsURL = c.nodes.URLs()
+	} else {
+		c.natsPort = chaosFreePort(t)
+		c.natsConf = filepath.Join(c.dir, "nats.conf")
+		conf := fmt.Sprintf("listen: 127.0.0.1:%d\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", c.natsPort, filepath.Join(c.dir, "nats-store"))
+		if err := os.WriteFile(c.natsConf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.startNATS()
+		natsURL = fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort)
 	}
-	c.startNATS()
 
 	cc := testConfig{bucket: s3cfg.Bucket, dbt: true, slack: c.slackP.URL(), smtp: c.smtp, smtpAuth: true,
 		alerts: "  run_url: http://sluice.test/runs/{pipeline}/{ds}/{run_id}\n  trace_url: http://jaeger.test/trace/{trace_id}\n",
 		rest:   fmt.Sprintf(chaosConfig, c.source.URL, c.source.URL, lateSLA)}
+	if top.nodes > 0 {
+		cc.rest += fmt.Sprintf(chaosEventsPipeline, c.source.URL)
+	}
 	c.cfgTxt = cc.text(t)
+	if top.nodes > 0 {
+		c.cfgTxt = strings.Replace(c.cfgTxt, "  url: env:NATS_URL\n", fmt.Sprintf("  url: env:NATS_URL\n  replicas: %d\n", top.nodes), 1)
+	}
 	path := filepath.Join(c.dir, "sluice.yaml")
 	writeFile(t, path, c.cfgTxt)
-	c.env = testSecrets(fmt.Sprintf("nats://127.0.0.1:%d", c.natsPort), c.pg, s3cfg)
+	c.env = testSecrets(natsURL, c.pg, s3cfg)
 	c.env["SLACK_TOKEN"], c.env["SMTP_PASSWORD"] = chaosSlackToken, chaosSMTPPassword
 	c.cfg = loadConfig(t, path, c.env)
 
@@ -257,10 +297,22 @@ func newCluster(t *testing.T) *chaosCluster {
 	if c.js, err = jetstream.New(c.nc); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := bus.Provision(ctx, c.js, bus.Options{Stream: c.cfg.NATS.Stream, SubjectPrefix: c.cfg.NATS.SubjectPrefix}); err != nil {
-		t.Fatal(err)
+	if c.nodes == nil {
+		if err := bus.Provision(ctx, c.js, bus.Options{Stream: c.cfg.NATS.Stream, SubjectPrefix: c.cfg.NATS.SubjectPrefix}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		// As an operator would: `sluice provision` with the config, against every node.
+		for k, v := range c.env {
+			t.Setenv(k, v)
+		}
+		var out, errOut strings.Builder
+		if err := run(ctx, []string{"provision", "--config", path, "--no-postgres"}, &out, &errOut); err != nil {
+			t.Fatalf("sluice provision: %v\n%s", err, errOut.String())
+		}
+		t.Logf("sluice provision: %s", strings.TrimSpace(out.String()))
 	}
 	if c.runs, err = runstate.New(ctx, c.js); err != nil {
 		t.Fatal(err)
@@ -269,16 +321,41 @@ func newCluster(t *testing.T) *chaosCluster {
 		t.Fatal(err)
 	}
 	for _, s := range chaosServices {
-		c.start(s)
+		for i := 1; i <= c.replicas; i++ {
+			c.start(instance(s, i))
+		}
 	}
 	t.Cleanup(func() {
-		for _, s := range chaosServices {
-			c.stop(s)
+		for name := range c.procs {
+			c.stop(name)
 		}
 		c.stopNATS(syscall.SIGTERM)
+		if c.nodes != nil {
+			c.nodes.Stop()
+		}
 	})
 	return c
 }
+
+// instance names the i-th replica of a service: "fetcher", "fetcher#2".
+func instance(svc string, i int) string {
+	if i == 1 {
+		return svc
+	}
+	return fmt.Sprintf("%s#%d", svc, i)
+}
+
+// chaosEventsPipeline is the second pipeline of a clustered suite, interleaved with orders.
+const chaosEventsPipeline = `  - name: events
+    contract: events
+    source:
+      url: %s/events/{ds}.csv
+    sensor: {poke_interval: 200ms, timeout: 10m}
+    lease: {ttl: 2m}
+    retries: {max: 3, delay: 1s, backoff: 2, max_delay: 4s, jitter: 0.2}
+    deadlines: {fetcher: 30s, validator: 30s, partitioner: 30s}
+    sla: {within: 10m}
+`
 
 func chaosFreePort(t *testing.T) int {
 	t.Helper()
@@ -342,9 +419,11 @@ func (c *chaosCluster) stopNATS(sig syscall.Signal) {
 	}
 }
 
-// start runs a service; extra holds additional environment (SLUICE_CRASH, S3_ENDPOINT).
-func (c *chaosCluster) start(svc string, extra ...string) {
+// start runs a service instance (svc, or svc#i for its i-th replica); extra holds additional
+// environment (SLUICE_CRASH, S3_ENDPOINT).
+func (c *chaosCluster) start(name string, extra ...string) {
 	c.t.Helper()
+	svc, _, _ := strings.Cut(name, "#")
 	env := append(os.Environ(), "GOTRACEBACK=none")
 	env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "SLUICE_CRASH=") })
 	for k, v := range c.env {
@@ -359,13 +438,13 @@ func (c *chaosCluster) start(svc string, extra ...string) {
 		env = append(env, "S3_ENDPOINT="+c.env["S3_ENDPOINT"])
 	}
 	env = append(env, extra...)
-	c.procs[svc] = c.spawn(svc, env, filepath.Join(c.bins, "sluice-"+svc),
+	c.procs[name] = c.spawn(name, env, filepath.Join(c.bins, "sluice-"+svc),
 		"--config", filepath.Join(c.dir, "sluice.yaml"), "--nats", c.env["NATS_URL"], "--http", "127.0.0.1:0")
-	p := c.procs[svc]
-	c.poll(svc+" to start", 60*time.Second, func() bool {
+	p := c.procs[name]
+	c.poll(name+" to start", 60*time.Second, func() bool {
 		if p.exited() {
 			b, _ := os.ReadFile(p.log)
-			c.t.Fatalf("%s exited at start:\n%s", svc, b)
+			c.t.Fatalf("%s exited at start:\n%s", name, b)
 		}
 		b, _ := os.ReadFile(p.log)
 		return strings.Contains(string(b), `"msg":"started"`)
@@ -473,28 +552,50 @@ func (c *chaosCluster) waitRun(pipeline, ds, runID string, within time.Duration)
 }
 
 // events counts the run's events in the stream by kind: what the broker stored and
-// acknowledged, whoever was listening.
+// acknowledged, whoever was listening. A read cut short by a node lost (the test's own
+// connection to it, or the ordered consumer's) is read again.
 func (c *chaosCluster) events(pipeline, ds, runID string) map[event.Kind]int {
 	c.t.Helper()
+	var err error
+	for try := 0; try < 5; try++ {
+		var out map[event.Kind]int
+		if out, err = c.readEvents(pipeline, ds, runID); err == nil {
+			return out
+		}
+		time.Sleep(time.Second)
+	}
+	c.t.Fatalf("read the events of run %s: %v", runID, err)
+	return nil
+}
+
+func (c *chaosCluster) readEvents(pipeline, ds, runID string) (map[event.Kind]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := c.js.OrderedConsumer(ctx, c.cfg.NATS.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{fmt.Sprintf("%s.%s.*.%s", c.cfg.NATS.SubjectPrefix, pipeline, ds)}})
+	// An ephemeral consumer, not an ordered one: an ordered consumer that loses its server
+	// recreates itself forever, deaf to ctx.
+	stream, err := c.js.Stream(ctx, c.cfg.NATS.Stream)
 	if err != nil {
-		c.t.Fatal(err)
+		return nil, err
 	}
+	cons, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject: fmt.Sprintf("%s.%s.*.%s", c.cfg.NATS.SubjectPrefix, pipeline, ds),
+		AckPolicy:     jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = stream.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
 	out := map[event.Kind]int{}
 	for {
 		info, err := cons.Info(ctx)
 		if err != nil {
-			c.t.Fatal(err)
+			return nil, err
 		}
 		if info.NumPending == 0 {
-			return out
+			return out, nil
 		}
 		batch, err := cons.Fetch(int(min(info.NumPending, 100)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			c.t.Fatal(err)
+			return nil, err
 		}
 		for m := range batch.Messages() {
 			var h event.Run
@@ -631,6 +732,8 @@ func startChaosSource(t *testing.T) *chaosSource {
 	}
 	s := &chaosSource{held: map[string]bool{}, broken: map[string]bool{}}
 	mux := http.NewServeMux()
+	// The events pipeline of a clustered suite: the sample source's events, never held or broken.
+	mux.Handle("/events/{file}", files)
 	mux.HandleFunc("/{pipeline}/data/{file}", func(w http.ResponseWriter, r *http.Request) {
 		ds := strings.TrimSuffix(r.PathValue("file"), ".csv")
 		s.mu.Lock()

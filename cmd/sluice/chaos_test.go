@@ -38,6 +38,8 @@ type chaosResult struct {
 	failed     bool
 	// recheck marks a row about runs other rows already counted.
 	recheck bool
+	// recovery says how long the system took to recover from the fault (cluster cases).
+	recovery string
 }
 
 type chaosCase struct {
@@ -52,6 +54,12 @@ type chaosSuite struct {
 	*chaosCluster
 	loaded []loadedDS
 	ended  []string // run ids of orders runs that completed, for the SLA check
+	// eventsDates are the dates the events pipeline completed (cluster cases).
+	eventsDates []string
+	// cleanTook is how long the clean runs of the cluster cases took, request to completed.
+	cleanTook time.Duration
+	// fences sums up the fencing history at its last check (cluster cases).
+	fences fenceSummary
 }
 
 type loadedDS struct {
@@ -833,6 +841,11 @@ How the guarantees are built is in the "How it holds" section below the table.
 	fmt.Fprintf(&b, "the end: %s). Leftover deliveries of runs that had already ended (a killed step's unacked\n", strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 	fmt.Fprintf(&b, "message coming back after the run completed) dropped by the router: %d. Also checked: no\n", dropped)
 	b.WriteString("configured secret (DB password, S3 keys, Slack token, SMTP password) in any log line or alert;\nevery orders run that completed in time had its SLA deadline removed and raised no SLA alert.\nMost of a crash case's time is the consumers' 30 s ack wait before the killed step's message\ncomes back, and dbt.\n\n")
+	// The cluster cases' section (TestChaosCluster) stays as that test last wrote it.
+	old, _ := os.ReadFile(path)
+	if section := clusterSection(string(old)); section != "" {
+		b.WriteString(section + "\n")
+	}
 	b.WriteString(reliabilityNotes)
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
@@ -870,6 +883,17 @@ const reliabilityNotes = `## How it holds
   ` + "`jetstream { sync_interval: always }`" + ` in its config yourself, and on a cluster
   ` + "`nats.replicas: 3`" + `: the events stream, the log stream and every KV bucket are then provisioned
   with three replicas, so an acknowledged write is on a quorum's disks.
+- **A node lost.** On a cluster (` + "`nats.replicas: 3`" + `, every process given every node's URL:
+  ` + "`nats.url: nats://a:4222,nats://b:4222,nats://c:4222`" + `) a write is acknowledged once a quorum
+  stored it, so the SIGKILL of any one node loses nothing acknowledged. The streams it led elect
+  a new leader among the replicas (about 6 s here), and processes connected to it reconnect to
+  another node (each logs its node: ` + "`nats_server`" + ` on start, ` + "`server`" + ` on reconnect). A
+  request that went through the dead node, or reached a stream during its election, is never
+  answered: every broker request of a step (lease, run state, publish, alert record, SLA
+  deadline) is bounded by ` + "`bus.RequestTimeout`" + ` (10 s) instead of the step's deadline
+  (minutes), fails as transient and is retried; the effects stay exactly-once as above. A node
+  restarted with its store catches up the writes it missed; one whose store is gone rejoins empty
+  and copies every stream from its peers (pkg/testkit/cluster, the cluster table above).
 - **Fencing survives a lost store.** The fencing token is the lease's KV revision above the
   lease bucket's creation time (seconds since 2024, 31 bits of revision below). Revisions restart
   at 1 when the broker's store is lost and the buckets are recreated, but the new bucket is

@@ -118,8 +118,14 @@ func expectedEvents(t *testing.T, opts samplesource.Options, dates []string) map
 
 func (e *env) eventsTable(t *testing.T) map[eventKey]eventRow {
 	t.Helper()
+	return readEventsTable(t, e.pg)
+}
+
+// readEventsTable reads the events table of the database at pgURL.
+func readEventsTable(t *testing.T, pgURL string) map[eventKey]eventRow {
+	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.pg)
+	conn, err := pgx.Connect(ctx, pgURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -465,7 +465,8 @@ func Main(ctx context.Context, args []string, lookup secret.Lookup, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	st.Log.Info("started")
+	// Which server of a cluster this process talks to (of nats.url's list, the one it reached).
+	st.Log.Info("started", "nats_server", st.NC.ConnectedServerName())
 	err = st.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

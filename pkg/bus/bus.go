@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-etl/sluice/pkg/event"
@@ -232,6 +233,46 @@ func maxDeliver(consumes event.Kind) int {
 		return -1
 	}
 	return MaxDeliveries
+}
+
+// RequestTimeout bounds one attempt of a broker operation made under a longer context (a
+// step's, whose deadline is minutes away). A request is never answered when the server it went
+// through, or the leader that was to answer it, dies (a cluster node lost); the client does not
+// resend it, so without a bound the step would wait for its own deadline.
+const RequestTimeout = 10 * time.Second
+
+// ElectionWait is how long a broker operation keeps trying while the broker is unavailable: a
+// stream whose leader was lost answers nothing until its replicas elect another (seconds).
+const ElectionWait = 30 * time.Second
+
+// Retry runs op, one broker operation, each attempt bounded by RequestTimeout, again while the
+// broker is unavailable (Unavailable) for up to ElectionWait. A node lost mid-run then costs the
+// step a pause, not one of its pipeline's retries, which a whole election could use up. op must
+// be safe to repeat: an attempt that timed out may have been applied (sluice's are idempotent:
+// message ids, expected revisions, creates that tolerate the key existing).
+func Retry(ctx context.Context, op func(context.Context) error) error {
+	give := time.Now().Add(ElectionWait)
+	for {
+		actx, cancel := context.WithTimeout(ctx, RequestTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !Unavailable(err) || time.Now().After(give) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Unavailable reports an error of a broker that did not answer: no server or stream leader
+// responded, or the request's time ran out (the server that carried it died).
+func Unavailable(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // IsNotFound reports a missing key or bucket.

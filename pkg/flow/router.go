@@ -408,7 +408,11 @@ func publish(ctx context.Context, js jetstream.JetStream, prefix string, e event
 	h := e.Header()
 	m := &nats.Msg{Subject: event.Subject(prefix, h.Pipeline, e.Kind(), h.DS), Header: nats.Header{}, Data: data}
 	telemetry.Inject(ctx, m.Header)
-	ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(h.RunID+"."+string(e.Kind())))
+	var ack *jetstream.PubAck
+	err = bus.Retry(ctx, func(ctx context.Context) (err error) {
+		ack, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(h.RunID+"."+string(e.Kind())))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", m.Subject, err)
 	}

@@ -99,7 +99,12 @@ func New(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
 
 // Acquire takes the pipeline's lease for runID, or confirms and renews it if runID already holds
 // it (a redelivered message). It returns the holder record with the fencing token.
-func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl time.Duration) (Holder, error) {
+func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl time.Duration) (h Holder, err error) {
+	err = bus.Retry(ctx, func(ctx context.Context) error { h, err = l.acquire(ctx, pipeline, runID, ds, ttl); return err })
+	return h, err
+}
+
+func (l *Leases) acquire(ctx context.Context, pipeline, runID, ds string, ttl time.Duration) (Holder, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		e, err := l.kv.Get(ctx, pipeline)
 		switch {
@@ -149,6 +154,10 @@ func (l *Leases) Acquire(ctx context.Context, pipeline, runID, ds string, ttl ti
 // Renew extends runID's lease by ttl. It fails with ErrLost if the lease expired or another run
 // holds it (with a fencing token different from fence).
 func (l *Leases) Renew(ctx context.Context, pipeline, runID string, fence uint64, ttl time.Duration) error {
+	return bus.Retry(ctx, func(ctx context.Context) error { return l.renew(ctx, pipeline, runID, fence, ttl) })
+}
+
+func (l *Leases) renew(ctx context.Context, pipeline, runID string, fence uint64, ttl time.Duration) error {
 	for attempt := 0; attempt < 3; attempt++ {
 		e, err := l.kv.Get(ctx, pipeline)
 		if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
@@ -178,6 +187,10 @@ func (l *Leases) Renew(ctx context.Context, pipeline, runID string, fence uint64
 
 // Release deletes runID's lease; it is a no-op if another run holds it or it expired.
 func (l *Leases) Release(ctx context.Context, pipeline, runID string) error {
+	return bus.Retry(ctx, func(ctx context.Context) error { return l.release(ctx, pipeline, runID) })
+}
+
+func (l *Leases) release(ctx context.Context, pipeline, runID string) error {
 	e, err := l.kv.Get(ctx, pipeline)
 	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil
@@ -202,7 +215,12 @@ func (l *Leases) Get(ctx context.Context, pipeline string) (Holder, bool, error)
 }
 
 // Lookup is Get with the entry's KV revision, for a later RenewAt.
-func (l *Leases) Lookup(ctx context.Context, pipeline string) (Holder, uint64, bool, error) {
+func (l *Leases) Lookup(ctx context.Context, pipeline string) (h Holder, rev uint64, held bool, err error) {
+	err = bus.Retry(ctx, func(ctx context.Context) error { h, rev, held, err = l.lookup(ctx, pipeline); return err })
+	return h, rev, held, err
+}
+
+func (l *Leases) lookup(ctx context.Context, pipeline string) (Holder, uint64, bool, error) {
 	e, err := l.kv.Get(ctx, pipeline)
 	if bus.IsNotFound(err) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return Holder{}, 0, false, nil
@@ -224,14 +242,19 @@ func (l *Leases) Lookup(ctx context.Context, pipeline string) (Holder, uint64, b
 // changed since; otherwise it does what Acquire does for h's run: renew it if the run still
 // holds the lease, or fail with a *HeldError. It saves the read when the caller has just read
 // the lease (the sensor's webhook, whose latency is its round trips to the broker).
-func (l *Leases) RenewAt(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (Holder, error) {
+func (l *Leases) RenewAt(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (out Holder, err error) {
+	err = bus.Retry(ctx, func(ctx context.Context) error { out, err = l.renewAt(ctx, pipeline, h, rev, ttl); return err })
+	return out, err
+}
+
+func (l *Leases) renewAt(ctx context.Context, pipeline string, h Holder, rev uint64, ttl time.Duration) (Holder, error) {
 	h.RenewedAt = l.now().UTC()
 	if _, err := l.write(ctx, pipeline, h, rev, ttl); err == nil {
 		return h, nil
 	} else if !isConflict(err) {
 		return Holder{}, fmt.Errorf("renew lease %s: %w", pipeline, err)
 	}
-	return l.Acquire(ctx, pipeline, h.RunID, h.DS, ttl)
+	return l.acquire(ctx, pipeline, h.RunID, h.DS, ttl)
 }
 
 // write stores h if the entry is still at revision rev, with a fresh TTL. kv.Update cannot set

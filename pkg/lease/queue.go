@@ -55,16 +55,22 @@ func (l *Leases) Join(ctx context.Context, pipeline string, e Entry) error {
 }
 
 func join(ctx context.Context, kv jetstream.KeyValue, pipeline string, e Entry) error {
-	if _, err := kv.Create(ctx, queueKey(pipeline, e), []byte(e.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("queue run %s for the lease of %s: %w", e.RunID, pipeline, err)
-	}
-	return nil
+	return bus.Retry(ctx, func(ctx context.Context) error {
+		if _, err := kv.Create(ctx, queueKey(pipeline, e), []byte(e.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("queue run %s for the lease of %s: %w", e.RunID, pipeline, err)
+		}
+		return nil
+	})
 }
 
 // Queue lists the pipeline's queue, head first, in one request to the server (the bucket's
 // subjects, not their values).
 func (l *Leases) Queue(ctx context.Context, pipeline string) ([]Entry, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(queueSubject(pipeline, ">")))
+	var info *jetstream.StreamInfo
+	err := bus.Retry(ctx, func(ctx context.Context) (err error) {
+		info, err = l.stream.Info(ctx, jetstream.WithSubjectFilter(queueSubject(pipeline, ">")))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read the lease queue of %s: %w", pipeline, err)
 	}
@@ -88,7 +94,10 @@ func (l *Leases) Queue(ctx context.Context, pipeline string) ([]Entry, error) {
 // Leave takes a run out of the pipeline's queue. The entry is purged, not deleted, so no
 // delete marker stays behind in the bucket.
 func (l *Leases) Leave(ctx context.Context, pipeline, runID string) error {
-	if err := l.stream.Purge(ctx, jetstream.WithPurgeSubject(queueSubject(pipeline, "*.*."+runID))); err != nil {
+	err := bus.Retry(ctx, func(ctx context.Context) error {
+		return l.stream.Purge(ctx, jetstream.WithPurgeSubject(queueSubject(pipeline, "*.*."+runID)))
+	})
+	if err != nil {
 		return fmt.Errorf("take run %s out of the lease queue of %s: %w", runID, pipeline, err)
 	}
 	return nil

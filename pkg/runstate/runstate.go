@@ -147,6 +147,10 @@ func Key(pipeline, ds, runID string) string { return pipeline + "." + ds + "." +
 // of its final state (back to running, or to another end, say a late failure after completion)
 // is dropped too.
 func (s *Store) Update(ctx context.Context, r event.Run, fn func(*Record)) error {
+	return bus.Retry(ctx, func(ctx context.Context) error { return s.update(ctx, r, fn) })
+}
+
+func (s *Store) update(ctx context.Context, r event.Run, fn func(*Record)) error {
 	key := Key(r.Pipeline, r.DS, r.RunID)
 	for attempt := 0; attempt < updateAttempts; attempt++ {
 		if attempt > 0 {
@@ -211,7 +215,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // Get returns one run.
 func (s *Store) Get(ctx context.Context, pipeline, ds, runID string) (Record, error) {
-	e, err := s.kv.Get(ctx, Key(pipeline, ds, runID))
+	var e jetstream.KeyValueEntry
+	err := bus.Retry(ctx, func(ctx context.Context) (err error) { e, err = s.kv.Get(ctx, Key(pipeline, ds, runID)); return err })
 	if err != nil {
 		return Record{}, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/runstate"
@@ -42,9 +43,12 @@ func Arm(ctx context.Context, js jetstream.JetStream, prefix string, run event.R
 	}
 	m := &nats.Msg{Subject: event.DeadlineSubject(prefix, run.Pipeline, run.DS, run.RunID), Header: nats.Header{}, Data: data}
 	telemetry.Inject(ctx, m.Header)
-	_, err = js.PublishMsg(ctx, m,
-		jetstream.WithScheduleAt(deadline),
-		jetstream.WithScheduleTarget(event.Subject(prefix, run.Pipeline, event.KindSLAMissed, run.DS)))
+	err = bus.Retry(ctx, func(ctx context.Context) error {
+		_, err := js.PublishMsg(ctx, m,
+			jetstream.WithScheduleAt(deadline),
+			jetstream.WithScheduleTarget(event.Subject(prefix, run.Pipeline, event.KindSLAMissed, run.DS)))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("arm sla deadline %s of %s %s run %s: %w", deadline.Format(time.RFC3339), run.Pipeline, run.DS, run.RunID, err)
 	}
@@ -54,6 +58,10 @@ func Arm(ctx context.Context, js jetstream.JetStream, prefix string, run event.R
 // Disarm removes a run's deadline schedule (the run completed in time): nothing fires. A
 // schedule already fired or never armed is no error.
 func Disarm(ctx context.Context, js jetstream.JetStream, stream, prefix string, run event.Run) error {
+	return bus.Retry(ctx, func(ctx context.Context) error { return disarm(ctx, js, stream, prefix, run) })
+}
+
+func disarm(ctx context.Context, js jetstream.JetStream, stream, prefix string, run event.Run) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("disarm sla deadline: %w", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-etl/sluice/pkg/bus"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
@@ -274,7 +275,8 @@ func (a *Alerter) recovers(ctx context.Context, run event.Run) (string, error) {
 // deliver sends al on channel unless the KV bucket records it as sent for this run.
 func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel string, al alert) error {
 	key := al.RunID + "." + al.Kind.dedupeKind() + "." + channel
-	switch _, err := a.kv.Get(ctx, key); {
+	err := bus.Retry(ctx, func(ctx context.Context) error { _, err := a.kv.Get(ctx, key); return err })
+	switch {
 	case err == nil:
 		log.DebugContext(ctx, "alert already sent", "channel", channel)
 		a.count(al.Pipeline, channel, "duplicate")
@@ -290,7 +292,8 @@ func (a *Alerter) deliver(ctx context.Context, log *slog.Logger, channel string,
 	log.InfoContext(ctx, "alert sent", "channel", channel, "step", al.Step, "alert", string(al.Kind))
 	crash.Point("alerter", crash.AfterSend)
 	sentAt := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-	if _, err := a.kv.Create(ctx, key, sentAt); err != nil {
+	err = bus.Retry(ctx, func(ctx context.Context) error { _, err := a.kv.Create(ctx, key, sentAt); return err })
+	if err != nil {
 		// The alert is out; failing now would only make a retry send it again. Another replica
 		// holding the key means both sent, which the record cannot undo either.
 		log.WarnContext(ctx, "alert sent but not recorded; a redelivery may repeat it", "channel", channel, "err", err)

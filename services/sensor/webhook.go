@@ -137,7 +137,7 @@ func openMarks(ctx context.Context, js jetstream.JetStream, cfg *config.Config) 
 }
 
 func (m *marks) get(ctx context.Context, pipeline, ds string) (bool, error) {
-	_, err := m.kv.Get(ctx, pipeline+"."+ds)
+	err := bus.Retry(ctx, func(ctx context.Context) error { _, err := m.kv.Get(ctx, pipeline+"."+ds); return err })
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return false, nil
 	}
@@ -149,7 +149,7 @@ func (m *marks) get(ctx context.Context, pipeline, ds string) (bool, error) {
 
 func (m *marks) put(ctx context.Context, pipeline, ds string, v mark) error {
 	b, _ := json.Marshal(v)
-	if _, err := m.kv.Put(ctx, pipeline+"."+ds, b); err != nil {
+	if err := bus.Retry(ctx, func(ctx context.Context) error { _, err := m.kv.Put(ctx, pipeline+"."+ds, b); return err }); err != nil {
 		return fmt.Errorf("write webhook mark %s %s: %w", pipeline, ds, err)
 	}
 	return nil
