@@ -5,8 +5,13 @@ package flow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +26,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/lease"
+	"github.com/sluice-etl/sluice/pkg/lineage"
 	"github.com/sluice-etl/sluice/pkg/metrics"
 	"github.com/sluice-etl/sluice/pkg/runstate"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
@@ -276,5 +282,35 @@ func TestTracingMakesTheStepAChildOfTheRun(t *testing.T) {
 	// The failure ended the run: its root span is exported with the ids the steps used.
 	if root == nil || root.SpanContext.SpanID() != d.runSC.SpanID() {
 		t.Fatalf("root span %+v, want the run's root exported", root)
+	}
+}
+
+func TestLineageStartsAndEndsTheStepAndTheRun(t *testing.T) {
+	h := newMW(t, 3)
+	file := filepath.Join(t.TempDir(), "lineage.jsonl")
+	h.r.lineage = lineage.NewEmitter("sluice", "", file, nil, nil)
+	sensor := Route{Step: event.StepSensor, Consumes: event.KindRequested}
+	run := h.run(t)
+	ctx, d := h.deliver(t, sensor, &event.Requested{Run: run}, 1)
+	_, _ = Chain(returns(nil, fmt.Errorf("%w: lease held", ErrSkip)), h.r.Lineage, h.r.Classify)(ctx, d.p, d.in)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h.r.lineage.Close(closeCtx)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev lineage.RunEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.EventType+" "+ev.Job.Name)
+	}
+	// The run's first step starts the run; a skipped run aborts the step and the run.
+	want := []string{"START orders", "START orders.sensor", "ABORT orders.sensor", "ABORT orders"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("lineage events %v, want %v", got, want)
 	}
 }
