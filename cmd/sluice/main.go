@@ -31,6 +31,7 @@ type commands struct {
 	Unpause      unpauseCmd      `cmd:"" help:"Let a pipeline's schedule request runs again, at once."`
 	Status       statusCmd       `cmd:"" help:"List the pipelines' schedules and recent runs."`
 	Retention    retentionCmd    `cmd:"" help:"Apply a pipeline's retention now, under its lease."`
+	Audit        auditCmd        `cmd:"" help:"Check every row of each pipeline's target: keys stored once, no NULL where required (exit 1 on a violation)."`
 	Console      consoleCmd      `cmd:"" help:"Serve the web console alone."`
 	SampleSource sampleSourceCmd `cmd:"" name:"sample-source" help:"Serve synthetic daily orders and events (or a directory of CSV files) over HTTP."`
 	NewPipeline  newPipelineCmd  `cmd:"" name:"new-pipeline" help:"Scaffold a pipeline from a contract: contract skeleton, dbt models and config block."`

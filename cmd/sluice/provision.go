@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/telemetry"
+	"github.com/sluice-etl/sluice/services/dbtrunner"
 	"github.com/sluice-etl/sluice/services/partitioner"
 	"github.com/sluice-etl/sluice/services/validator"
 )
@@ -121,6 +122,10 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 	if err := validator.New(pool, nil, nil).Prepare(ctx, cfg.Pipelines, contracts); err != nil {
 		return "", err
 	}
+	// Where the upsert statement records its counts (the dbt-runner reads them after dbt).
+	if err := dbtrunner.EnsureCounts(ctx, pool); err != nil {
+		return "", err
+	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return "", err
@@ -135,6 +140,8 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 		if err := execAll(ctx, tx, "", []string{
 			"GRANT SELECT, INSERT, UPDATE ON sluice_fences TO sluice_loader, sluice_partitioner, sluice_dbt",
 			"GRANT SELECT ON sluice_fences TO sluice_reader",
+			"GRANT SELECT, INSERT, DELETE ON sluice_upsert_counts TO sluice_dbt",
+			"GRANT SELECT ON sluice_upsert_counts TO sluice_reader",
 		}); err != nil {
 			return "", err
 		}
@@ -142,7 +149,7 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 	if err := tx.Commit(ctx); err != nil {
 		return "", err
 	}
-	msg := fmt.Sprintf("sluice_fences and the staging and target tables of %d pipelines", len(cfg.Pipelines))
+	msg := fmt.Sprintf("sluice_fences, sluice_upsert_counts and the staging and target tables of %d pipelines", len(cfg.Pipelines))
 	if !haveRoles {
 		return msg + "; no sluice roles (apply deploy/postgres/roles.sql with --roles for least privilege)", nil
 	}

@@ -1,13 +1,13 @@
 {#- Generic test: the pipeline's key (one column or several) is unique across the whole target,
-    which PostgreSQL cannot enforce on a table partitioned by another column. -#}
+    which PostgreSQL cannot enforce on a table partitioned by another column. During a run it
+    checks the keys of the run's slice (each looked up through the key index, see
+    sluice_tests.sql); `sluice audit` checks every key. -#}
 {% test sluice_unique_key(model, pipeline) %}
   {%- set spec = sluice_spec(pipeline) -%}
-  {%- if spec is none %}
+  {%- set rel = sluice_test_relation(model) -%}
+  {%- if spec is none or rel is none %}
 select 1 where false
   {%- else %}
-select {{ spec['key'] | join(', ') }}, count(*) as n
-from {{ model }}
-group by {{ spec['key'] | join(', ') }}
-having count(*) > 1
+{{ sluice_duplicate_keys(rel, spec, sluice_scoped()) }}
   {%- endif %}
 {% endtest %}

@@ -60,7 +60,7 @@ func TestLoadAppliesDefaultsAndResolvesReferences(t *testing.T) {
 	}
 	if p.Sensor.PokeInterval != time.Minute || p.Sensor.Timeout != time.Hour || p.Retries.MaxRetries() != 3 ||
 		p.Retries.Delay != 10*time.Minute || p.Lease.OnBusy != "queue" || p.Target.Table != "orders" ||
-		p.StagingTable != "staging_orders" || p.Landing.Key != "raw/{pipeline}/{ds}.csv" {
+		p.StagingTable != "staging_orders" || p.Landing.Key != "raw/{pipeline}/{ds}.csv" || cfg.DBT.WorkMem != "256MB" {
 		t.Fatalf("defaults not applied: %+v", p)
 	}
 	if got := fmt.Sprint(p.Alerts); got != "[slack]" {
@@ -86,6 +86,7 @@ func TestBadConfigFailsWithFileAndLine(t *testing.T) {
 		{"lease shorter than poke", "{ds}.csv\n", "{ds}.csv\n    lease:\n      ttl: 30s\n", ":18: pipelines[0].lease.ttl: 30s must be longer than the poke interval"},
 		{"credentials in the source url", "http://api.local/", "http://user:pw@api.local/", ":16: pipelines[0].source.url: holds credentials"},
 		{"literal source header", "{ds}.csv\n", "{ds}.csv\n      headers:\n        Authorization: Bearer xyz\n", ":18: pipelines[0].source.headers.Authorization: "},
+		{"bad work_mem", "pipelines:\n", "dbt:\n  work_mem: lots\npipelines:\n", ":14: dbt.work_mem: \"lots\" is not a size"},
 		{"unconfigured channel", "{ds}.csv\n", "{ds}.csv\n    alerts: [email]\n", ":17: pipelines[0].alerts: channel \"email\""},
 		{"unknown dbt mode", "pipelines:\n", "dbt:\n  mode: warm\npipelines:\n", "dbt.mode: must be worker or subprocess, got \"warm\""},
 	}

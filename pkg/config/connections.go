@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
@@ -147,6 +148,10 @@ type DBT struct {
 	// or "subprocess", a dbt process per command (the fallback).
 	Mode   string    `yaml:"mode"`
 	Worker DBTWorker `yaml:"worker"`
+	// WorkMem is PostgreSQL's work_mem for dbt's sessions, so a large date's de-duplication, key
+	// lookup and counts sort and hash in memory instead of spilling at the server's default
+	// (4MB). A size: 64MB, 1GB, 512kB.
+	WorkMem string `yaml:"work_mem"`
 }
 
 // DBTWorker bounds the warm dbt worker: it is replaced by a fresh process after MaxRuns builds,
@@ -165,7 +170,11 @@ func (d *DBT) applyDefaults() {
 	setDefault(&d.Mode, "worker")
 	setDefault(&d.Worker.MaxRuns, 500)
 	setDefault(&d.Worker.MaxRSSMB, 1024)
+	setDefault(&d.WorkMem, "256MB")
 }
+
+// workMemRe is a PostgreSQL memory size dbt's sessions may set work_mem to.
+var workMemRe = regexp.MustCompile(`^[1-9][0-9]{0,6}(kB|MB|GB)$`)
 
 func (d *DBT) validate() error {
 	if d.Threads < 1 {
@@ -176,6 +185,9 @@ func (d *DBT) validate() error {
 	}
 	if d.Worker.MaxRuns < 0 || d.Worker.MaxRSSMB < 0 {
 		return fieldErr("dbt.worker", "max_runs and max_rss_mb must not be negative")
+	}
+	if !workMemRe.MatchString(d.WorkMem) {
+		return fieldErr("dbt.work_mem", "%q is not a size like 256MB (kB, MB or GB)", d.WorkMem)
 	}
 	return nil
 }

@@ -97,6 +97,20 @@ func sslMode(c *pgconn.Config) string {
 	}
 }
 
+// sessionEnv sets the session settings of every connection dbt opens (libpq reads PGOPTIONS):
+// work_mem (config dbt.work_mem), so a large date's de-duplication, key lookup and counts sort and
+// hash in memory instead of spilling at the server's default 4MB; and JIT off: the upsert and the
+// run-scoped tests touch every partition of the target, so their plans have hundreds of nodes, and
+// compiling them took 0.6 s to over 10 s for a statement that runs in 0.1-0.3 s (bench/RESULTS.md,
+// "End to end").
+func sessionEnv(workMem string) string {
+	opts := "-c jit=off"
+	if workMem != "" {
+		opts += " -c work_mem=" + workMem
+	}
+	return "PGOPTIONS=" + opts
+}
+
 // inherited are the variables dbt gets from the service's environment; everything else (the
 // service's own secrets included) stays out of the subprocess.
 var inherited = []string{"PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
@@ -148,7 +162,7 @@ func (r *Runner) newInvocation(p config.Pipeline, ds, runID string, token uint64
 	if err != nil {
 		return nil, err
 	}
-	inv := &invocation{r: r, env: append(baseEnv(), connEnv(&r.pg.Config, p.Target.Schema)...),
+	inv := &invocation{r: r, env: append(append(baseEnv(), connEnv(&r.pg.Config, p.Target.Schema)...), sessionEnv(r.WorkMem)),
 		vars: string(vars), pipeline: p.Name, ds: ds, runID: runID, password: r.pg.Password,
 		workerVars: wvars, runEnv: map[string]string{"SLUICE_PG_SCHEMA": p.Target.Schema, "SLUICE_DS": ds,
 			"SLUICE_RUN_ID": runID, "SLUICE_PIPELINE": p.Name, "SLUICE_FENCE": strconv.FormatUint(token, 10)}}

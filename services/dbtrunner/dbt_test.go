@@ -217,8 +217,8 @@ func TestUnreachableDatabaseIsTransient(t *testing.T) {
 	p := config.Pipeline{Name: "orders", StagingTable: "staging_orders", DBT: config.Select{Select: "+orders"},
 		Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"}}
 
-	if _, err := r.count(t.Context(), p, "2026-11-24", "public.orders_p20261124"); err == nil || flow.IsPermanent(err) || strings.Contains(err.Error(), "pw-unreachable") {
-		t.Fatalf("count: err = %v, want a transient error without the password", err)
+	if _, err := r.openCounts(t.Context()); err == nil || flow.IsPermanent(err) || strings.Contains(err.Error(), "pw-unreachable") {
+		t.Fatalf("open counts: err = %v, want a transient error without the password", err)
 	}
 	inv, err := r.newInvocation(p, "2026-11-24", "RUNDOWN", 1)
 	if err != nil {

@@ -1,6 +1,6 @@
 // Package dbtrunner is the step that upserts a partitioned day into the target table: on
-// `partitioned` it counts what the day will insert, update and leave unchanged, runs `dbt build`
-// on the pipeline's selection (the dbt project's incremental model does the upsert), turns dbt's
+// `partitioned` it runs `dbt build` on the pipeline's selection (the dbt project's sluice_upsert
+// model does the upsert and records what it inserted, updated and left unchanged), turns dbt's
 // run results into per-node results and trace spans, and returns the `completed` event; the dbt
 // docs the run was built against are published to S3 under docs/<pipeline>/<ds>/<run_id>/ in the
 // background (docs.go). dbt runs in a warm worker process the runner supervises (worker.go), or
@@ -17,15 +17,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -50,6 +47,8 @@ type Runner struct {
 	// CancelGrace is how long dbt gets to cancel its queries and exit after ctx is cancelled
 	// (it is sent an interrupt) before it is killed.
 	CancelGrace time.Duration
+	// WorkMem is work_mem for dbt's sessions (config dbt.work_mem); empty: the server's.
+	WorkMem string
 
 	worker *worker        // nil: dbt runs as a subprocess per command (UseWorker)
 	docs   *docsPublisher // dbt docs, in the background
@@ -89,7 +88,7 @@ func New(dbt, projectDir string, threads int, pgURL string, s3c *s3.Client, buck
 		// Parse errors can echo parts of the URL; say only that it is invalid.
 		return nil, errors.New("postgres url: invalid connection settings")
 	}
-	pg.Tracer = telemetry.PgxTracer{} // the counting query is a span of the run's trace
+	pg.Tracer = telemetry.PgxTracer{} // reading the upsert's counts is a span of the run's trace
 	if s3c == nil || bucket == "" {
 		return nil, errors.New("dbt docs need an S3 client and bucket")
 	}
@@ -203,7 +202,7 @@ func (r *Runner) specs() map[string]contract.Spec {
 // runIDRe is what a run id may look like (a ULID fits); it ends up in an S3 key and in dbt vars.
 var runIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// counts is what a day's upsert does to the target, computed before dbt runs.
+// counts is what a day's upsert did to the target, as its statement recorded it.
 type counts struct {
 	Inserted  int64 // key not in the target yet
 	Updated   int64 // in the target with a strictly older version (in any partition)
@@ -211,6 +210,7 @@ type counts struct {
 	// Partitions says where the rows go: the ds's partition first, then every partition that
 	// loses rows to it (an older version moves out) or keeps a newer version (unchanged there).
 	Partitions []event.PartitionRows
+	recorded   bool // the upsert recorded its counts (it ran)
 }
 
 // add counts the staged rows whose stored version is in partition part ("" for none) toward
@@ -257,11 +257,11 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	if in.Fence == 0 {
 		return nil, flow.Permanentf("run %s carries no fencing token: no fence, no write", in.RunID)
 	}
-	plan, err := r.count(ctx, p, ds, in.Partition)
+	conn, err := r.openCounts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("upsert planned", "inserted", plan.Inserted, "updated", plan.Updated, "unchanged", plan.Unchanged)
+	defer conn.Close(context.WithoutCancel(ctx))
 
 	inv, err := r.newInvocation(p, ds, in.RunID, in.Fence)
 	if err != nil {
@@ -275,14 +275,16 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 		return nil, fmt.Errorf("dbt build: %w", err)
 	}
 	models := modelResults(results)
-	for _, m := range models {
-		if isTargetModel(m.Node, p.Target.Table) && m.RowsAffected != plan.Inserted+plan.Updated {
-			// Not an error (the data is right either way), but it means something else wrote the
-			// target between the count and the upsert, which the lease should have prevented.
-			log.Warn("dbt upserted a different number of rows than counted", "node", m.Node,
-				"rows_affected", m.RowsAffected, "counted", plan.Inserted+plan.Updated)
-		}
+	plan, err := readCounts(ctx, conn, p, in.RunID, in.Partition)
+	if err != nil {
+		return nil, err
 	}
+	if !plan.recorded {
+		// dbt succeeded but the target's upsert did not run: the selection misses the target's
+		// model, or the model is not a sluice_upsert (CheckModels warns at start).
+		log.Warn("the upsert recorded no counts; does the dbt selection include the target's sluice_upsert model?", "select", p.DBT.Select)
+	}
+	log.Info("upsert done", "inserted", plan.Inserted, "updated", plan.Updated, "unchanged", plan.Unchanged)
 	log.Info("dbt build done", "nodes", len(models), "duration_ms", time.Since(started).Milliseconds())
 
 	// The docs are published in the background (docs.go): completed does not wait for them.
@@ -305,110 +307,57 @@ func (r *Runner) Handle(ctx context.Context, p config.Pipeline, in *event.Partit
 	}, nil
 }
 
-// count computes, in one query, what upserting ds's staging slice into the target will do: the
-// slice deduplicated by the contract's key (the greatest version wins, as in the dbt model)
-// left-joined to the target. It also makes sure the fencing table the model's pre-hook writes
-// exists.
-func (r *Runner) count(ctx context.Context, p config.Pipeline, ds, partition string) (_ counts, err error) {
-	ctx, span := tracer(ctx).Start(ctx, "count upsert", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.collection.name", p.Target.Schema+"."+p.Target.Table)))
+// openCounts connects to PostgreSQL for the step's bookkeeping: it makes sure the tables the
+// upsert writes besides the target exist (sluice_fences, which the fence pre-hook writes, and
+// sluice_upsert_counts, where the upsert statement records what it did), and removes counts an
+// earlier attempt of this run left (its completion was lost).
+func (r *Runner) openCounts(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, r.pg.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	for _, ensure := range []func(context.Context, fence.DB) error{fence.Ensure, EnsureCounts} {
+		if err := ensure(ctx, conn); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+// readCounts reads, and removes, what the upsert statement recorded for this run in
+// sluice_upsert_counts (dbt_project/macros/sluice_upsert.sql): per partition holding the stored
+// version (schema.name; empty for new keys) the rows inserted, updated and left unchanged, so the
+// summary can say which rows move between partitions. The counts come from the statement that did
+// the work, in its transaction: no query repeats the upsert's de-duplication and join.
+func readCounts(ctx context.Context, conn *pgx.Conn, p config.Pipeline, runID, partition string) (_ counts, err error) {
+	ctx, span := tracer(ctx).Start(ctx, "read upsert counts", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "postgresql"), attribute.String("db.collection.name", "sluice_upsert_counts")))
 	defer func() {
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
 		}
 		span.End()
 	}()
-	conn, err := pgx.ConnectConfig(ctx, r.pg.Copy())
-	if err != nil {
-		return counts{}, fmt.Errorf("connect to postgres: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if err := fence.Ensure(ctx, conn); err != nil {
-		return counts{}, err
-	}
-	con, err := r.contractFor(p)
-	if err != nil {
-		return counts{}, err
-	}
 	c := counts{Partitions: []event.PartitionRows{{Partition: partition}}}
-	rows, err := conn.Query(ctx, countSQL(p, con), ds)
+	rows, err := conn.Query(ctx, `WITH d AS (
+	DELETE FROM sluice_upsert_counts WHERE run_id = $1 AND pipeline = $2
+	RETURNING stored_in, inserted, updated, unchanged
+)
+SELECT coalesce(n.nspname || '.' || c.relname, ''), d.inserted, d.updated, d.unchanged
+FROM d LEFT JOIN pg_class AS c ON c.oid = d.stored_in LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
+ORDER BY 1`, runID, p.Name)
 	if err == nil {
 		var part string
 		var ins, win, keep int64
 		_, err = pgx.ForEachRow(rows, []any{&part, &ins, &win, &keep}, func() error {
 			c.add(partition, part, ins, win, keep)
+			c.recorded = true
 			return nil
 		})
 	}
 	if err != nil {
-		err = fmt.Errorf("count upsert of %s.%s into %s.%s: %w", p.Target.Schema, p.StagingTable, p.Target.Schema, p.Target.Table, err)
-		var pe *pgconn.PgError
-		// Class 42 (undefined table or column, no privilege) will not fix itself on retry.
-		if errors.As(err, &pe) && pgerrcode.IsSyntaxErrororAccessRuleViolation(pe.Code) {
-			return counts{}, flow.Permanent(err)
-		}
-		return counts{}, err
+		return counts{}, fmt.Errorf("read the upsert counts of %s into %s.%s: %w", p.Name, p.Target.Schema, p.Target.Table, err)
 	}
 	return c, nil
-}
-
-// isTargetModel reports whether a dbt node is the model named like the target table.
-func isTargetModel(node, table string) bool {
-	return strings.HasPrefix(node, "model.") && strings.HasSuffix(node, "."+table)
-}
-
-// countSQL mirrors the upsert's rule (dbt_project/macros/sluice_upsert.sql): with a version
-// column, a staged row replaces the stored one when its version is greater, or equal and its date
-// earlier; without one, when any value (or the date) differs. Unchanged rows are the rest. It
-// counts per partition holding the stored version (schema.name; empty for new keys), so the
-// summary can say which rows move between partitions.
-func countSQL(p config.Pipeline, c *contract.Contract) string {
-	id := func(col string) string { return pgx.Identifier{col}.Sanitize() }
-	keys := make([]string, len(c.Key))
-	join := make([]string, len(c.Key))
-	for i, k := range c.Key {
-		keys[i] = id(k)
-		join[i] = "t." + id(k) + " = s." + id(k)
-	}
-	part := id(c.Partition.Column)
-	selected, order, replaces := keys, keys, ""
-	if v := c.VersionColumn; v != "" {
-		selected = append(slices.Clone(keys), id(v))
-		order = append(slices.Clone(keys), id(v)+" DESC")
-		replaces = fmt.Sprintf("t.%[1]s < s.%[1]s OR (t.%[1]s = s.%[1]s AND $1::date < t.%[2]s)", id(v), part)
-	} else {
-		// The row the model keeps: ties broken on the other columns, greatest first.
-		var sv, tv []string
-		for _, col := range c.Columns {
-			sv, tv = append(sv, "s."+id(col.Name)), append(tv, "t."+id(col.Name))
-			if !slices.Contains(c.Key, col.Name) {
-				order = append(order, id(col.Name)+" DESC")
-			}
-		}
-		selected = make([]string, 0, len(c.Columns))
-		for _, col := range c.Columns {
-			selected = append(selected, id(col.Name))
-		}
-		replaces = fmt.Sprintf("(%s, $1::date) IS DISTINCT FROM (%s, t.%s)", strings.Join(sv, ", "), strings.Join(tv, ", "), part)
-	}
-	return fmt.Sprintf(`WITH s AS (
-	SELECT DISTINCT ON (%[1]s) %[2]s
-	FROM %[3]s
-	WHERE %[4]s = $1::date
-	ORDER BY %[5]s
-), j AS (
-	SELECT t.tableoid AS part,
-	       count(*) FILTER (WHERE t.%[6]s IS NULL) AS ins,
-	       count(*) FILTER (WHERE t.%[6]s IS NOT NULL AND (%[7]s)) AS win,
-	       count(*) FILTER (WHERE t.%[6]s IS NOT NULL AND NOT (%[7]s)) AS keep
-	FROM s LEFT JOIN %[8]s AS t ON %[9]s
-	GROUP BY t.tableoid
-)
-SELECT coalesce(n.nspname || '.' || c.relname, ''), j.ins, j.win, j.keep
-FROM j LEFT JOIN pg_class AS c ON c.oid = j.part LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
-ORDER BY 1`,
-		strings.Join(keys, ", "), strings.Join(selected, ", "),
-		pgx.Identifier{p.Target.Schema, p.StagingTable}.Sanitize(), // where the validator loads it
-		part, strings.Join(order, ", "), keys[0], replaces,
-		pgx.Identifier{p.Target.Schema, p.Target.Table}.Sanitize(), strings.Join(join, " AND "))
 }

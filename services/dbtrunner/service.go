@@ -28,6 +28,7 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 	if err != nil {
 		return nil, err
 	}
+	r.WorkMem = cfg.DBT.WorkMem
 	contracts, err := contract.ForPipelines(cfg.Pipelines, cfg.Dir)
 	if err != nil {
 		return nil, err

@@ -171,7 +171,7 @@ func (w *worker) start(ctx context.Context) error {
 	cmd.Dir = w.dir
 	// The connection settings, password included, are set once here, in the environment
 	// (connEnv); requests only carry the schema and the run's values.
-	cmd.Env = append(append(baseEnv(), connEnv(&w.r.pg.Config, "public")...),
+	cmd.Env = append(append(baseEnv(), connEnv(&w.r.pg.Config, "public")...), sessionEnv(w.r.WorkMem),
 		"SLUICE_DBT_PROJECT_DIR="+w.r.projectDir, "SLUICE_DBT_WORKER_DIR="+w.dir, "PYTHONDONTWRITEBYTECODE=1")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
