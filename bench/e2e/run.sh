@@ -13,8 +13,9 @@
 # a run as it goes in a service that is up. COLD_SIZES are also run the old way, `sluice run`
 # alone (JetStream, the six services and the dbt worker started and stopped by the command).
 # BACKFILL_DAYS dates of BACKFILL_SIZE rows go through one `sluice backfill`, on a warm
-# `sluice up` and alone. Every run uses one bucket: the dbt docs version (same project, same
-# schema) is generated once, by the first warm-up, and copied for every later run.
+# `sluice up` and alone. Every run uses one bucket; a docs version names its database, so each
+# database's is generated once (after the warm-up, waited for) and copied for the measured run. A
+# command run alone waits, as it stops, for the docs of its runs: its wall time includes them.
 # Knobs: SIZES ("1000 100000"; add 999999 for the 1M row: the sample source's most), HIST_SIZES (1000), HIST_ROWS (1000000;
 #        the goal is stated for 10000000), HIST_DAYS (100), REPS (3), WARMUP (1; 0: none),
 #        COLD_SIZES (1000), BACKFILL_DAYS (30; 0: none), BACKFILL_SIZE (1000), BACKFILL_REPS (REPS), BENCH_DIR
