@@ -178,7 +178,9 @@ def main():
         L.append(f"`sluice run` alone (cold: the command starts JetStream, the six services and the dbt worker, and stops them), "
                  f"{label(size)} rows, empty table: {fmt(med([r['wall_s'] for r in cs]))}{rng([r['wall_s'] for r in cs])} wall, "
                  f"requested → completed {fmt(med([r.get('completed_s') for r in cs]))}, dbt-runner step {fmt(med([r.get('dbt_step_s') for r in cs]))}, "
-                 f"{med([r['cpu_s'] for r in cs]):.2f} CPU s (PostgreSQL {med([r['pg_cpu_s'] for r in cs]):.2f}).")
+                 f"{med([r['cpu_s'] for r in cs]):.2f} CPU s (PostgreSQL {med([r['pg_cpu_s'] for r in cs]):.2f}); "
+                 "the step includes starting the dbt worker (import and parse), and the wall, after completed, "
+                 "the command's wait as it stops for the run's docs (a new database: a docs version to generate).")
     bf = {}
     for mode in ("warm", "cold"):
         bs = [r for r in rows if r["name"] == "backfill_" + mode]
