@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
-	"github.com/sluice-etl/sluice/pkg/event"
+	"github.com/sluice-etl/sluice/pkg/trigger"
 )
-
-// maxBackfillDates bounds one backfill, so a typo in a year does not queue a century.
-const maxBackfillDates = 3660
 
 // backfillCmd requests every date from --from to --to (inclusive), oldest first, and follows them.
 type backfillCmd struct {
@@ -22,41 +18,17 @@ type backfillCmd struct {
 }
 
 func (b *backfillCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
-	switch reprocess(b.Reprocess) {
-	case reprocessNone, reprocessFailed, reprocessAll:
-	default:
-		return fmt.Errorf("--reprocess %q: use none, failed or all", b.Reprocess)
+	rp, err := trigger.ParseReprocess(b.Reprocess)
+	if err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	cfg, err := b.load(b.Pipeline)
 	if err != nil {
 		return err
 	}
-	dates, err := dateRange(b.From, b.To)
+	dates, err := trigger.DateRangeNamed(b.From, b.To, "--from", "--to")
 	if err != nil {
 		return err
 	}
-	return b.launch.run(ctx, cfg, stdout, stderr, b.Pipeline, dates, "backfill", reprocess(b.Reprocess))
-}
-
-// dateRange lists the dates from..to, inclusive.
-func dateRange(from, to string) ([]string, error) {
-	a, err := event.ParseDS(from)
-	if err != nil {
-		return nil, fmt.Errorf("--from: %w", err)
-	}
-	b, err := event.ParseDS(to)
-	if err != nil {
-		return nil, fmt.Errorf("--to: %w", err)
-	}
-	if b.Before(a) {
-		return nil, fmt.Errorf("--to %s is before --from %s", to, from)
-	}
-	var out []string
-	for d := a; !d.After(b); d = d.AddDate(0, 0, 1) {
-		if len(out) == maxBackfillDates {
-			return nil, fmt.Errorf("%s to %s is more than %d dates; backfill it in parts", from, to, maxBackfillDates)
-		}
-		out = append(out, d.Format(time.DateOnly))
-	}
-	return out, nil
+	return b.launch.run(ctx, cfg, stdout, stderr, b.Pipeline, dates, "backfill", rp)
 }

@@ -232,11 +232,8 @@ func oneLine(s string, n int) string {
 // reprocess says which dates with an ended run a backfill requests again.
 type reprocess = trigger.Reprocess
 
-const (
-	reprocessNone   = trigger.ReprocessNone
-	reprocessFailed = trigger.ReprocessFailed
-	reprocessAll    = trigger.ReprocessAll
-)
+// reprocessAll requests a date again whatever its last run did (trigger, run).
+const reprocessAll = trigger.ReprocessAll
 
 // requestDates requests each date oldest first (trigger.RequestDates, which the console uses
 // too) and returns one entry per date.

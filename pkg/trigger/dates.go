@@ -34,17 +34,21 @@ func ParseReprocess(s string) (Reprocess, error) {
 const MaxDates = 3660
 
 // DateRange lists the dates from..to, inclusive.
-func DateRange(from, to string) ([]string, error) {
+func DateRange(from, to string) ([]string, error) { return DateRangeNamed(from, to, "from", "to") }
+
+// DateRangeNamed is DateRange with its errors naming the bounds as the caller's input does (the
+// CLI's --from and --to).
+func DateRangeNamed(from, to, fromName, toName string) ([]string, error) {
 	a, err := event.ParseDS(from)
 	if err != nil {
-		return nil, fmt.Errorf("from: %w", err)
+		return nil, fmt.Errorf("%s: %w", fromName, err)
 	}
 	b, err := event.ParseDS(to)
 	if err != nil {
-		return nil, fmt.Errorf("to: %w", err)
+		return nil, fmt.Errorf("%s: %w", toName, err)
 	}
 	if b.Before(a) {
-		return nil, fmt.Errorf("to %s is before from %s", to, from)
+		return nil, fmt.Errorf("%s %s is before %s %s", toName, to, fromName, from)
 	}
 	var out []string
 	for d := a; !d.After(b); d = d.AddDate(0, 0, 1) {
