@@ -252,18 +252,29 @@ func (s *Store) Runs(ctx context.Context, pipeline, ds string) ([]Record, error)
 	if ds != "" {
 		filter = pipeline + "." + ds + ".*"
 	}
-	lister, err := s.kv.ListKeysFiltered(ctx, filter)
+	// Listing watches the bucket through a consumer: with a node lost (its leader, say) the watch
+	// is retried like any broker request, and one cut short by its deadline is an error, not a
+	// shorter list (the lister just stops).
+	var keys []string
+	err := bus.Retry(ctx, func(ctx context.Context) error {
+		keys = keys[:0]
+		lister, err := s.kv.ListKeysFiltered(ctx, filter)
+		if err != nil {
+			return err
+		}
+		for key := range lister.Keys() {
+			keys = append(keys, key)
+		}
+		return ctx.Err()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list runs of %s: %w", pipeline, err)
-	}
-	var keys []string
-	for key := range lister.Keys() {
-		keys = append(keys, key)
 	}
 	sort.Slice(keys, func(i, j int) bool { return runID(keys[i]) < runID(keys[j]) })
 	out := make([]Record, 0, len(keys))
 	for _, key := range keys {
-		e, err := s.kv.Get(ctx, key)
+		var e jetstream.KeyValueEntry
+		err := bus.Retry(ctx, func(ctx context.Context) (err error) { e, err = s.kv.Get(ctx, key); return err })
 		if err != nil {
 			continue // deleted meanwhile
 		}

@@ -195,7 +195,11 @@ func (r *Requester) Publish(ctx context.Context, p Planned) (Result, error) {
 	defer span.End()
 	m := &nats.Msg{Subject: event.Subject(r.opts.SubjectPrefix, p.Pipeline, event.KindRequested, p.DS), Header: nats.Header{}, Data: data}
 	telemetry.Inject(runCtx, m.Header)
-	ack, err := r.js.PublishMsg(ctx, m, jetstream.WithMsgID(p.MsgID))
+	var ack *jetstream.PubAck
+	err = bus.Retry(ctx, func(ctx context.Context) (err error) {
+		ack, err = r.js.PublishMsg(ctx, m, jetstream.WithMsgID(p.MsgID)) // a repeat is a duplicate
+		return err
+	})
 	if err != nil {
 		return Result{}, fmt.Errorf("request %s %s: publish %s: %w", p.Pipeline, p.DS, m.Subject, err)
 	}
