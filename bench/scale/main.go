@@ -33,13 +33,14 @@ func main() {
 	schedBin := flag.String("scheduler", "", "the process that installs and serves the schedules (default <root>/.sluice/bin/sluice-sensor)")
 	window := flag.Duration("window", 20*time.Second, "sampling window of each schedules measurement")
 	timeout := flag.Duration("timeout", 90*time.Minute, "bound on each runs measurement")
+	leaseTTL := flag.Duration("lease-ttl", 30*time.Minute, "the pipelines' lease.ttl: a run queued behind a step's backlog keeps its lease only this long (docs/scaling.md)")
 	only := flag.String("only", "", "runs or schedules: measure one part")
 	results := flag.String("results", "", "replace the \"Scale\" section of this markdown file")
 	flag.Parse()
 	if *root == "" {
 		log.Fatal("-root or SLUICE_ROOT is required (run it through make bench-scale)")
 	}
-	e := &env{root: *root, dir: *dir, bin: filepath.Join(*root, ".sluice", "bin"), nodes: *nodes,
+	e := &env{root: *root, dir: *dir, bin: filepath.Join(*root, ".sluice", "bin"), nodes: *nodes, leaseTTL: *leaseTTL,
 		dbt: os.Getenv("SLUICE_TEST_DBT"), pgAdmin: os.Getenv("SLUICE_TEST_DATABASE_URL"), s3Endpoint: os.Getenv("SLUICE_TEST_S3_ENDPOINT")}
 	if e.dir == "" {
 		e.dir = filepath.Join(*root, ".sluice", "bench", "scale")
@@ -77,7 +78,7 @@ func main() {
 	}
 
 	started := time.Now()
-	rep := &report{started: started, args: os.Args[1:], nodes: *nodes, rows: *rows, loadStart: loadavg(), rev: revision(*root), window: *window}
+	rep := &report{started: started, args: os.Args[1:], nodes: *nodes, leaseTTL: *leaseTTL, rows: *rows, loadStart: loadavg(), rev: revision(*root), window: *window}
 	if *only != "schedules" {
 		port, err := freePort()
 		if err != nil {

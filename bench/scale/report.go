@@ -16,6 +16,7 @@ type report struct {
 	loadStart, loadEnd float64
 	rev                string
 	window             time.Duration
+	leaseTTL           time.Duration
 	runs               []*runsResult
 	scheds             []schedResult
 }
@@ -144,7 +145,7 @@ func (rep *report) runsPart() string {
 		w("%d generated pipelines (`p001`…, the built-in orders contract, each its own staging and target table and its own dbt models as `sluice new-pipeline` writes them, in one dbt project) × %d dates of the sample source's orders (%d new rows a file, plus revisions of the day before's), ",
 			base.pipelines, base.dates, rep.rows)
 		w("on %s (file store, `sync_interval: always`), the six service binaries as separate processes, each replica connected to its own node. ", broker)
-		w("Each measurement starts fresh (broker store, database, bucket) and queues every pipeline's dates with `sluice backfill --detach` (four at a time); one run per pipeline is active at once (the lease). ")
+		w("Each measurement starts fresh (broker store, database, bucket) and queues every pipeline's dates with `sluice backfill --detach` (four at a time); one run per pipeline is active at once (the lease; `lease.ttl` %s, so a run waiting in a step's backlog keeps it). ", rep.leaseTTL)
 		w("Latency: the run's `requested_at` to the broker storing its `completed` (or `failed`) event; runs/min: runs ended over the first request to the last end. ")
 		w("CPU: the processes and their children (dbt) between the first request and the last end. Baseline: the first row, measured in the same run.\n\n")
 		w("| replicas per service | runs (failed) | wall | runs/min | vs baseline | p50 latency | p99 latency | broker CPU | services CPU | PostgreSQL CPU | load avg (max) |\n")
@@ -191,7 +192,7 @@ func (rep *report) runsPart() string {
 			w("\n")
 		}
 		w("\nWhere the time goes: the mean per completed run of each part, from the step durations its `completed` event carries (`steps[].started_at`, `duration_ms`). ")
-		w("Busy: a step's handler time over the whole measurement divided by its wall time — how many of that step's handlers were working at once on average (each replica runs 4 at once, the sensor 8).\n\n")
+		w("Busy: a step's handler time over the whole measurement divided by its wall time — how many of that step's handlers were working at once on average (each replica runs 4 handlers, the sensor 8; a dbt-runner's handlers share its one warm dbt worker, which builds one run at a time, so the dbt-runner's handler time includes waiting for it).\n\n")
 		w("| part |")
 		for _, r := range rep.runs {
 			w(" %d replica(s): mean | share |", r.replicas)

@@ -35,6 +35,7 @@ type env struct {
 	s3Endpoint     string
 	source         string // the sample source's base URL
 	nodes          int
+	leaseTTL       time.Duration
 }
 
 // runsResult is one measurement: every pipeline's dates through the services at one replica
@@ -145,11 +146,11 @@ pipelines:
       poke_interval: 1s
       timeout: 10m
     lease:
-      ttl: 1m
+      ttl: %s
     retries:
       max: 2
       delay: 5s
-`, pipelineName(i), e.source)
+`, pipelineName(i), e.source, e.leaseTTL)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o600)
 }
