@@ -263,12 +263,22 @@ func measureRuns(ctx context.Context, e *env, replicas, pipelines, dates int, ti
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "sluice"), "backfill", "--config", cfgPath,
-				"--pipeline", pipelineName(i), "--from", dateOf(0), "--to", dateOf(dates-1), "--detach")
-			cmd.Env = procEnv
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs <- fmt.Errorf("backfill %s: %v: %s", pipelineName(i), err, tail(out, 1000))
+			// A backfill that failed part-way is run again: dates already queued are not queued
+			// twice. (Under a heavy load at R3, a request's run-state write can lose its
+			// compare-and-set race with the steps too often and give up.)
+			var err error
+			for attempt := range 5 {
+				cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "sluice"), "backfill", "--config", cfgPath,
+					"--pipeline", pipelineName(i), "--from", dateOf(0), "--to", dateOf(dates-1), "--detach")
+				cmd.Env = procEnv
+				out, cerr := cmd.CombinedOutput()
+				if cerr == nil {
+					return
+				}
+				err = fmt.Errorf("backfill %s: %v: %s", pipelineName(i), cerr, tail(out, 1000))
+				log.Printf("attempt %d: %v", attempt+1, err)
 			}
+			errs <- err
 		}()
 	}
 	wg.Wait()

@@ -157,8 +157,9 @@ func (s *Store) update(ctx context.Context, r event.Run, fn func(*Record)) error
 			// Another writer got in between our read and our write: the requester and the step
 			// handling the run both write it, and on a replicated bucket (R3) each write takes
 			// long enough (every replica syncs it) that retrying at once meets the next write
-			// again. Back off a little, randomly, so the writers stop lining up.
-			if err := sleep(ctx, time.Duration(attempt)*time.Millisecond+time.Duration(rand.Int64N(int64(5*time.Millisecond)))); err != nil {
+			// again. Back off exponentially (2 ms doubling, at most 200 ms), randomly within
+			// [d/2, d], so the writers stop lining up even when every write takes 100 ms.
+			if err := sleep(ctx, backoff(attempt)); err != nil {
 				return fmt.Errorf("write run %s: %w", key, err)
 			}
 		}
@@ -199,8 +200,14 @@ func (s *Store) update(ctx context.Context, r event.Run, fn func(*Record)) error
 	return fmt.Errorf("write run %s: too much contention", key)
 }
 
-// updateAttempts bounds Update's compare-and-set loop.
+// updateAttempts bounds Update's compare-and-set loop: with backoff, about 1.5–3 s of trying.
 const updateAttempts = 20
+
+// backoff is the wait before compare-and-set attempt n (n ≥ 1).
+func backoff(n int) time.Duration {
+	d := min(2*time.Millisecond<<min(n-1, 10), 200*time.Millisecond)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
