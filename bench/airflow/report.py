@@ -93,7 +93,10 @@ def main():
     L.append("")
     L.append("Dates run one at a time, interleaved (the systems take turns going first). *Small*: the file is there when "
              "the run is requested (a backfill's case). *Gated*: the file appears (is linked into the source's directory) "
-             "only once the system's sensor waits for it; *available → visible* is from that moment until a row of the "
+             "only once the system's sensor waits for it (sluice: the run shows the sensor's turn; Airflow: 5 s after its "
+             "sensor task deferred, because a trigger that fires while the deferring task's process is still exiting makes "
+             "Airflow's scheduler fail the sensor, seen here under load, and retry it 10 minutes later); "
+             "*available → visible* is from that moment until a row of the "
              "date can be read in the target (polled every 25 ms; the upsert is one transaction). *Wall* is each system's "
              "own record of the run, requested → completed (sluice: the run record, as `sluice trigger` prints it; "
              "Airflow: `dag_run.queued_at` → `end_date`). CPU is user + system seconds of all of a system's processes "
