@@ -239,6 +239,11 @@ class Bench:
             h["waiting"].set()
         st = self.meta_q("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", DAG, h["run_id"])
         h["state"] = st[0][0] if st else None
+        # A task up for retry waits retry_delay (the seed's 10 minutes): the run is recorded failed.
+        retry = self.meta_q("SELECT task_id FROM task_instance WHERE dag_id = %s AND run_id = %s AND state = 'up_for_retry'",
+                            DAG, h["run_id"])
+        if retry:
+            h["state"] = f"failed ({retry[0][0]} up for retry)"
 
     def finished_airflow(self, h):
         # The metadata database is Airflow's (its CPU counts as Airflow's): read it 4 times a
@@ -247,7 +252,7 @@ class Bench:
         if now - h.get("polled", 0) >= 0.25:
             h["polled"] = now
             self.poll_airflow(h)
-        return h["state"] in ("success", "failed")
+        return h["state"] is not None and (h["state"] == "success" or h["state"].startswith("failed"))
 
     def result_airflow(self, h, ds):
         if h["state"] != "success":
