@@ -149,7 +149,9 @@ func cmdStage(ctx context.Context, name string, args []string) error {
 	var v *validator.Validator
 	if pool != nil {
 		// Prepare is what the service does at start; it is idempotent and outside the timing.
-		v = validator.New(pool, s3c, nil)
+		if v, err = validator.New(pool, s3c, nil); err != nil {
+			return err
+		}
 		if err := v.Prepare(ctx, []config.Pipeline{p}, map[string]*contract.Contract{p.Name: c}); err != nil {
 			return err
 		}
@@ -315,14 +317,17 @@ func clearLanding(ctx context.Context, s3c *s3.Client, p config.Pipeline, f stag
 
 // fetch runs fetcher.Handle for f.url exactly as the fetcher service builds it.
 func fetch(ctx context.Context, s3c *s3.Client, p config.Pipeline, f stageFlags) (*event.Landed, error) {
-	fe := fetcher.New(&http.Client{Timeout: 30 * time.Minute}, s3c, f.bucket)
+	fe, err := fetcher.New(&http.Client{Timeout: 30 * time.Minute}, s3c, f.bucket, nil)
+	if err != nil {
+		return nil, err
+	}
 	run := event.Run{RunID: fmt.Sprintf("bench-%s-%d", f.ds, f.rep), Pipeline: p.Name, DS: f.ds, Fence: 1,
 		RequestedAt: time.Now().UTC()}
 	out, err := fe.Handle(ctx, &p, &event.Available{Run: run, URL: f.url})
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	return out.(*event.Landed), nil
+	return out, nil
 }
 
 // s3Client builds the client from the variables scripts/with-infra.sh exports.

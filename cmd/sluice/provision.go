@@ -119,7 +119,11 @@ func provisionPostgres(ctx context.Context, cfg *config.Config, rolesFile string
 	}
 	defer pool.Close()
 	// The staging tables and sluice_fences, exactly as the validator makes them.
-	if err := validator.New(pool, nil, nil).Prepare(ctx, cfg.Pipelines, contracts); err != nil {
+	v, err := validator.New(pool, nil, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := v.Prepare(ctx, cfg.Pipelines, contracts); err != nil {
 		return "", err
 	}
 	// Where the upsert statement records its counts (the dbt-runner reads them after dbt).

@@ -57,7 +57,10 @@ func TestRetentionCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt := partitioner.New(pool, nil, "", map[string]*contract.Contract{"orders": orders}, nil)
+	pt, err := partitioner.New(pool, nil, "", map[string]*contract.Contract{"orders": orders}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := cfg.Pipelines[0]
 	p.Retention.Days = 0 // create the old partitions without dropping them on the way
 	today := time.Now().UTC()

@@ -241,15 +241,24 @@ func TestRandomizedDatesInAnyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fe := fetcher.New(&http.Client{Timeout: time.Minute}, s3c, s3cfg.Bucket)
-	v := validator.New(pool, s3c, nil)
+	fe, err := fetcher.New(&http.Client{Timeout: time.Minute}, s3c, s3cfg.Bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := validator.New(pool, s3c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := v.Prepare(ctx, []config.Pipeline{p}, contracts); err != nil {
 		t.Fatal(err)
 	}
 	if err := fence.Ensure(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	pt := partitioner.New(pool, nil, "", contracts, nil)
+	pt, err := partitioner.New(pool, nil, "", contracts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dbt := startDBTSession(t, pgURL, map[string]contract.Spec{"orders": contracts["orders"].Spec(p.StagingTable)})
 
 	done := map[string]bool{}
@@ -270,7 +279,7 @@ func TestRandomizedDatesInAnyOrder(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: fetch: %v", what, err)
 		}
-		val, err := v.Handle(ctx, p, contracts["orders"], out.(*event.Landed))
+		val, err := v.Handle(ctx, p, contracts["orders"], out)
 		if err != nil {
 			t.Fatalf("%s: validate: %v", what, err)
 		}

@@ -49,12 +49,8 @@ var Service = app.Service{Name: "dbtrunner", Routes: func(ctx context.Context, d
 	d.OnClose(func() { r.Close(time.Minute) })
 	// dbt connects on its own; /readyz checks that the database answers (through the pool).
 	d.ReadyCheck("postgres", func(ctx context.Context) error { _, err := d.Postgres(ctx); return err })
-	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-		out, err := r.Handle(ctx, *p, in.(*event.Partitioned))
-		if err != nil {
-			return nil, err // not a typed nil *event.Completed, which the router would publish
-		}
-		return out, nil
+	handle := func(ctx context.Context, p *config.Pipeline, in *event.Partitioned) (*event.Completed, error) {
+		return r.Handle(ctx, *p, in)
 	}
-	return []flow.Route{{Step: "dbtrunner", Consumes: event.KindPartitioned, Handle: handle}}, nil
+	return []flow.Route{flow.On(event.StepDBTRunner, handle)}, nil
 }}

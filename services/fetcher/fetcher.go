@@ -20,42 +20,21 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/crash"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/flow"
 	"github.com/sluice-etl/sluice/pkg/source"
 )
-
-// Service is the fetcher as an app service.
-var Service = app.Service{Name: "fetcher", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
-	c, err := d.S3(ctx)
-	if err != nil {
-		return nil, err
-	}
-	f := New(d.HTTPClient(30*time.Minute), c, d.Config.S3.Bucket)
-	return []flow.Route{{Step: "fetcher", Consumes: event.KindAvailable, Handle: f.Handle, Claims: Claims}}, nil
-}}
-
-// Claims refuses an available event whose URL is not the pipeline's configured source for the
-// event's date: the fetcher fetches what the config says, never what an event says.
-func Claims(p *config.Pipeline, in event.Event) error {
-	av := in.(*event.Available)
-	if want := source.Display(p, av.DS, av.RunID); av.URL != want {
-		return fmt.Errorf("url %.200q is not the source of pipeline %s for %s (%s)", av.URL, p.Name, av.DS, want)
-	}
-	return nil
-}
 
 // Metadata and tag keys on a landed object. The source validators are known when the upload
 // starts, so they are metadata; the checksum is known only at its end, so it is a tag.
@@ -79,11 +58,19 @@ type Fetcher struct {
 	http   *http.Client
 	s3     *s3.Client
 	bucket string
+	log    *slog.Logger
 }
 
-// New returns a fetcher writing to bucket.
-func New(client *http.Client, s3c *s3.Client, bucket string) *Fetcher {
-	return &Fetcher{http: client, s3: s3c, bucket: bucket}
+// New returns a fetcher getting sources with client and writing to bucket through s3c; log (nil:
+// discard) gets its warnings, with the run named by the context.
+func New(client *http.Client, s3c *s3.Client, bucket string, log *slog.Logger) (*Fetcher, error) {
+	if client == nil || s3c == nil || bucket == "" {
+		return nil, errors.New("fetcher: an HTTP client, an S3 client and a bucket are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Fetcher{http: client, s3: s3c, bucket: bucket, log: log}, nil
 }
 
 // landedObject is what the bucket holds under a key, as far as a conditional request needs it.
@@ -99,8 +86,7 @@ type landedObject struct {
 // Handle downloads the ds's file and uploads it under the pipeline's landing key, or describes
 // the landed object when this run already landed it (a redelivery after a crash between the
 // upload and the publish) or the source says the file has not changed since it was landed.
-func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-	av := in.(*event.Available)
+func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, av *event.Available) (*event.Landed, error) {
 	key := config.Expand(p.Landing.Key, p.Name, av.DS, av.RunID)
 	limit := p.Source.MaxBytes
 	if limit <= 0 {
@@ -150,12 +136,17 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 	case resp.StatusCode != http.StatusOK:
 		return nil, flow.Permanentf("get %s: source answered %s", av.URL, resp.Status)
 	}
+	return f.land(ctx, p, av, key, limit, resp)
+}
+
+// land streams the source's answer, decoded and capped at limit bytes, into the object key while
+// hashing it, tags the object with its checksum, and describes it.
+func (f *Fetcher) land(ctx context.Context, p *config.Pipeline, av *event.Available, key string, limit int64, resp *http.Response) (*event.Landed, error) {
 	tooLarge := flow.Permanentf("get %s: the file is larger than source.max_bytes (%d bytes) of pipeline %s; nothing was landed",
 		av.URL, limit, p.Name)
 	if resp.ContentLength > limit && contentEncoding(resp) == "" {
 		return nil, tooLarge
 	}
-
 	raw := &rawBody{r: resp.Body}
 	body, err := decode(resp, raw)
 	if err != nil {
@@ -194,12 +185,11 @@ func (f *Fetcher) Handle(ctx context.Context, p *config.Pipeline, in event.Event
 	case err != nil:
 		return nil, fmt.Errorf("put s3://%s/%s: %w", f.bucket, key, err)
 	}
-	sum := hex.EncodeToString(hashed.h.Sum(nil))
 	obj := event.Object{
 		Bucket:    f.bucket,
 		Key:       key,
 		Size:      hashed.n,
-		SHA256:    sum,
+		SHA256:    hex.EncodeToString(hashed.h.Sum(nil)),
 		VersionID: aws.ToString(out.VersionID),
 		SourceURL: av.URL,
 	}
@@ -214,7 +204,7 @@ func (f *Fetcher) head(ctx context.Context, key string) *landedObject {
 	if err != nil {
 		var nf *types.NotFound
 		if !errors.As(err, &nf) {
-			flow.Logger(ctx).WarnContext(ctx, "could not read the landed object; fetching unconditionally",
+			f.log.WarnContext(ctx, "could not read the landed object; fetching unconditionally",
 				"bucket", f.bucket, "key", key, "err", err)
 		}
 		return nil
@@ -231,13 +221,12 @@ func (f *Fetcher) head(ctx context.Context, key string) *landedObject {
 
 // unchanged is the landed event for an object already landed that is still current; why says
 // how we know, in the log.
-func (f *Fetcher) unchanged(ctx context.Context, av *event.Available, key string, prev *landedObject, why string) (event.Event, error) {
+func (f *Fetcher) unchanged(ctx context.Context, av *event.Available, key string, prev *landedObject, why string) (*event.Landed, error) {
 	sum, err := f.checksum(ctx, key, prev)
 	if err != nil {
 		return nil, err
 	}
-	flow.Logger(ctx).InfoContext(ctx, why,
-		"pipeline", av.Pipeline, "ds", av.DS, "run_id", av.RunID, "bucket", f.bucket, "key", key, "size", prev.size)
+	f.log.InfoContext(ctx, why, "bucket", f.bucket, "key", key, "size", prev.size)
 	return &event.Landed{Run: av.Run, Object: event.Object{
 		Bucket:    f.bucket,
 		Key:       key,
@@ -294,7 +283,7 @@ func (f *Fetcher) tag(ctx context.Context, obj event.Object) {
 		in.VersionId = aws.String(obj.VersionID)
 	}
 	if _, err := f.s3.PutObjectTagging(ctx, in); err != nil {
-		flow.Logger(ctx).WarnContext(ctx, "could not tag the landed object with its checksum",
+		f.log.WarnContext(ctx, "could not tag the landed object with its checksum",
 			"bucket", obj.Bucket, "key", obj.Key, "err", err)
 	}
 }

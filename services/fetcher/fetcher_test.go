@@ -44,7 +44,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	p := &config.Pipeline{Name: "orders", Landing: config.Landing{Key: "raw/{pipeline}/{ds}.csv"}, Source: config.Source{MaxBytes: config.DefaultMaxBytes}}
-	return &env{f: New(&http.Client{Timeout: time.Minute}, c, cfg.Bucket), s3: c, bucket: cfg.Bucket, p: p}
+	return &env{f: mustNew(t, &http.Client{Timeout: time.Minute}, c, cfg.Bucket), s3: c, bucket: cfg.Bucket, p: p}
 }
 
 func available(url string) *event.Available {
@@ -60,7 +60,7 @@ func (e *env) fetch(t *testing.T, url string) (*event.Landed, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := out.(*event.Landed)
+	l := out
 	if _, err := event.Encode(l); err != nil {
 		t.Fatalf("landed event: %v", err)
 	}
@@ -473,14 +473,23 @@ func TestRedeliveryKeepsThisRunsObject(t *testing.T) {
 	if hits.Load() != 1 {
 		t.Fatalf("the source was asked %d times for one run, want once", hits.Load())
 	}
-	if a, b := first.(*event.Landed).Object, again.(*event.Landed).Object; a != b {
+	if a, b := first.Object, again.Object; a != b {
 		t.Fatalf("redelivery landed %+v, the first delivery %+v", b, a)
 	}
-	e.wantLanded(t, again.(*event.Landed), csvBody)
+	e.wantLanded(t, again, csvBody)
 	if _, err := e.fetch(t, srv.URL+"/x.csv"); err != nil {
 		t.Fatal(err)
 	}
 	if hits.Load() != 2 {
 		t.Fatalf("a new run did not fetch the file (%d requests)", hits.Load())
 	}
+}
+
+func mustNew(t *testing.T, client *http.Client, s3c *s3.Client, bucket string) *Fetcher {
+	t.Helper()
+	f, err := New(client, s3c, bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -82,7 +82,7 @@ func TestRedirectPolicy(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	e.f = New(viaSourceHost(srv), e.s3, e.bucket)
+	e.f = mustNew(t, viaSourceHost(srv), e.s3, e.bucket)
 	base := "http://source.test:" + port
 
 	l, err := e.fetch(t, base+"/to-same-host.csv")
@@ -132,7 +132,7 @@ func TestSourceHeadersAndRedactedURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := out.(*event.Landed)
+	l := out
 	if l.Object.SourceURL != shown {
 		t.Fatalf("landed source_url %s, want %s", l.Object.SourceURL, shown)
 	}

@@ -22,51 +22,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/pkg/config"
 	"github.com/sluice-etl/sluice/pkg/contract"
 	"github.com/sluice-etl/sluice/pkg/event"
 	"github.com/sluice-etl/sluice/pkg/fence"
 	"github.com/sluice-etl/sluice/pkg/flow"
 )
-
-// Service is the partitioner as an app service.
-var Service = app.Service{Name: "partitioner", Routes: func(ctx context.Context, d *app.Deps) ([]flow.Route, error) {
-	pt, err := FromDeps(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	return []flow.Route{{Step: "partitioner", Consumes: event.KindValidated, Handle: pt.Handle}}, nil
-}}
-
-// FromDeps builds a Partitioner from a process's shared dependencies: the pool, the S3 client
-// when a pipeline exports partitions before dropping them, and every pipeline's contract.
-func FromDeps(ctx context.Context, d *app.Deps) (*Partitioner, error) {
-	pool, err := d.Postgres(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var s3c *s3.Client
-	for _, p := range d.Config.Pipelines {
-		if p.Retention.ExportToS3 {
-			if s3c, err = d.S3(ctx); err != nil {
-				return nil, err
-			}
-			break
-		}
-	}
-	contracts, err := contract.ForPipelines(d.Config.Pipelines, d.Config.Dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := fence.Ensure(ctx, pool); err != nil {
-		return nil, err
-	}
-	if err := CheckTargets(ctx, pool, d.Config.Pipelines, contracts); err != nil {
-		return nil, err
-	}
-	return New(pool, s3c, d.Config.S3.Bucket, contracts, d.Logger("partitioner")), nil
-}
 
 // Partitioner manages target partitions.
 type Partitioner struct {
@@ -81,11 +42,14 @@ type Partitioner struct {
 // New returns a partitioner; contracts maps pipeline name to its data contract. s3c and bucket
 // are where partitions are exported before retention drops them (s3c may be nil when no
 // pipeline exports).
-func New(pool *pgxpool.Pool, s3c *s3.Client, bucket string, contracts map[string]*contract.Contract, log *slog.Logger) *Partitioner {
+func New(pool *pgxpool.Pool, s3c *s3.Client, bucket string, contracts map[string]*contract.Contract, log *slog.Logger) (*Partitioner, error) {
+	if pool == nil {
+		return nil, errors.New("partitioner: a PostgreSQL pool is required")
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Partitioner{pool: pool, s3: s3c, bucket: bucket, contracts: contracts, log: log, now: time.Now}
+	return &Partitioner{pool: pool, s3: s3c, bucket: bucket, contracts: contracts, log: log, now: time.Now}, nil
 }
 
 // PartitionName is the partition table that holds day: <table>_pYYYYMMDD by day, <table>_pYYYYMM
@@ -172,8 +136,7 @@ func PartitionDDL(t config.Target, part contract.Partition, day time.Time) strin
 
 // Handle creates the target (if new) and the ds partition, in one fenced transaction, then
 // applies the pipeline's retention.
-func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-	v := in.(*event.Validated)
+func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, v *event.Validated) (*event.Partitioned, error) {
 	day, err := event.ParseDS(v.DS)
 	if err != nil {
 		return nil, flow.Permanent(err)
@@ -205,8 +168,7 @@ func (pt *Partitioner) Handle(ctx context.Context, p *config.Pipeline, in event.
 	// The day's data is safe either way; a retention problem (say, the export bucket refuses
 	// writes) is logged and retried by the next run rather than failing this one.
 	if _, err := pt.Retention(ctx, p, v.RunID, v.Fence, pt.now()); err != nil {
-		pt.log.ErrorContext(ctx, "retention failed; old partitions stay until the next run", "pipeline", p.Name,
-			"ds", v.DS, "run_id", v.RunID, "err", err)
+		pt.log.ErrorContext(ctx, "retention failed; old partitions stay until the next run", "err", err)
 	}
 	return &event.Partitioned{
 		Run:          v.Run,

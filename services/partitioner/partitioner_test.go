@@ -56,7 +56,10 @@ func setup(t *testing.T) *env {
 	}
 	p := &config.Pipeline{Name: "orders", Target: config.Target{Schema: "public", Table: "orders", PartitionColumn: "load_date"},
 		Retention: config.Retention{ExportKey: "archive/{pipeline}/{ds}.csv.gz"}}
-	pt := New(pool, c, s3cfg.Bucket, map[string]*contract.Contract{"orders": orders}, nil)
+	pt, err := New(pool, c, s3cfg.Bucket, map[string]*contract.Contract{"orders": orders}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &env{pt: pt, pool: pool, s3: c, bucket: s3cfg.Bucket, p: p}
 }
 
@@ -97,7 +100,7 @@ func TestHandleCreatesTargetIndexAndPartition(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", ds, err)
 		}
-		pe := out.(*event.Partitioned)
+		pe := out
 		if pe.Table != "public.orders" || pe.Partition != "public.orders_p"+strings.ReplaceAll(ds, "-", "") {
 			t.Fatalf("partitioned = %+v", pe)
 		}
@@ -367,7 +370,10 @@ func TestMonthlyGrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt := New(e.pool, nil, "", map[string]*contract.Contract{"events": events}, nil)
+	pt, err := New(e.pool, nil, "", map[string]*contract.Contract{"events": events}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := &config.Pipeline{Name: "events", Target: config.Target{Schema: "public", Table: "events"},
 		Retention: config.Retention{ExportKey: "archive/{pipeline}/{ds}.csv.gz"}}
 	for i, ds := range []string{"2024-01-31", "2024-02-01", "2024-02-29", "2024-01-05"} {
@@ -377,8 +383,8 @@ func TestMonthlyGrain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", ds, err)
 		}
-		if want := "public.events_p" + strings.ReplaceAll(ds[:7], "-", ""); out.(*event.Partitioned).Partition != want {
-			t.Fatalf("%s: partition %s, want %s", ds, out.(*event.Partitioned).Partition, want)
+		if want := "public.events_p" + strings.ReplaceAll(ds[:7], "-", ""); out.Partition != want {
+			t.Fatalf("%s: partition %s, want %s", ds, out.Partition, want)
 		}
 	}
 	rows, err := e.pool.Query(ctx, `SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)

@@ -38,7 +38,9 @@ var Service = app.Service{Name: "sensor", Routes: func(ctx context.Context, d *a
 	if err := trigger.StartScheduler(ctx, d.Router, req, d.Config.Pipelines, d.Logger("sensor").With("step", "scheduler")); err != nil {
 		return nil, err
 	}
-	return []flow.Route{{Step: event.StepSensor, Consumes: event.KindRequested, Handle: s.Handle, Workers: 8}}, nil
+	rt := flow.On(event.StepSensor, s.Handle)
+	rt.Workers = 8
+	return []flow.Route{rt}, nil
 }}
 
 // Sensor checks sources.
@@ -62,8 +64,7 @@ func New(client *http.Client, leases *lease.Leases) *Sensor {
 const minWait = 10 * time.Millisecond
 
 // Handle takes the lease and checks the source (or the webhook's mark) once.
-func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-	req := in.(*event.Requested)
+func (s *Sensor) Handle(ctx context.Context, p *config.Pipeline, req *event.Requested) (*event.Available, error) {
 	marked, err := s.marked(ctx, p, req)
 	if err != nil {
 		return nil, err

@@ -25,21 +25,22 @@ var Service = app.Service{Name: "validator", Routes: func(ctx context.Context, d
 	if err != nil {
 		return nil, err
 	}
-	v := New(pool, s3c, d.Logger("validator"))
+	v, err := New(pool, s3c, d.Logger("validator"))
+	if err != nil {
+		return nil, err
+	}
 	if err := v.Prepare(ctx, d.Config.Pipelines, contracts); err != nil {
 		return nil, err
 	}
-	handle := func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
+	handle := func(ctx context.Context, p *config.Pipeline, in *event.Landed) (*event.Validated, error) {
 		c, ok := contracts[p.Name]
 		if !ok {
 			return nil, flow.Permanent(fmt.Errorf("no data contract loaded for pipeline %s", p.Name))
 		}
-		return v.Handle(ctx, *p, c, in.(*event.Landed))
+		return v.Handle(ctx, *p, c, in)
 	}
-	claims := func(p *config.Pipeline, in event.Event) error {
-		return Claims(d.Config.S3.Bucket, p, in.(*event.Landed))
-	}
-	return []flow.Route{{Step: "validator", Consumes: event.KindLanded, Handle: handle, Claims: claims}}, nil
+	claims := func(p *config.Pipeline, in *event.Landed) error { return Claims(d.Config.S3.Bucket, p, in) }
+	return []flow.Route{flow.On(event.StepValidator, handle, claims)}, nil
 }}
 
 // Claims refuses a landed event whose object is not the pipeline's landing key for the event's

@@ -38,12 +38,16 @@ type Validator struct {
 	log  *slog.Logger
 }
 
-// New returns a Validator writing through pool and reading objects with s3c.
-func New(pool *pgxpool.Pool, s3c *s3.Client, log *slog.Logger) *Validator {
+// New returns a Validator writing through pool and reading objects with s3c (nil for a validator
+// that only prepares staging tables, as `sluice provision` does).
+func New(pool *pgxpool.Pool, s3c *s3.Client, log *slog.Logger) (*Validator, error) {
+	if pool == nil {
+		return nil, errors.New("validator: a PostgreSQL pool is required")
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Validator{pool: pool, s3: s3c, log: log}
+	return &Validator{pool: pool, s3: s3c, log: log}, nil
 }
 
 // prepareLock serialises Prepare across replicas: concurrent CREATE TABLE IF NOT EXISTS of the
@@ -171,25 +175,23 @@ func (v *Validator) Handle(ctx context.Context, p config.Pipeline, c *contract.C
 		if werr := q.rejects.close(); werr != nil {
 			return nil, fmt.Errorf("write %s: %w", q.rejects.url(), werr)
 		}
-		v.log.WarnContext(ctx, "file rejected", "pipeline", p.Name, "ds", in.DS, "run_id", in.RunID,
-			"object", where, "bad_rows", q.rows, "rejects", q.rejects.url(), "err", err)
+		v.log.WarnContext(ctx, "file rejected", "object", where, "bad_rows", q.rows, "rejects", q.rejects.url(), "err", err)
 		return nil, flow.Permanent(fmt.Errorf("%s: %w", where, err))
 	}
 	if err != nil {
 		return nil, err
 	}
 	table := p.Target.Schema + "." + p.StagingTable
-	log := v.log.With("pipeline", p.Name, "ds", in.DS, "run_id", in.RunID)
 	if q.rows > 0 {
-		log.WarnContext(ctx, "rows quarantined", "object", where, "bad_rows", q.rows, "max_bad_rows", p.MaxBadRows,
+		v.log.WarnContext(ctx, "rows quarantined", "object", where, "bad_rows", q.rows, "max_bad_rows", p.MaxBadRows,
 			"rejects", q.rejects.url(), "first", q.first.Detail())
 	} else {
 		// A rejects file left by an earlier run of this ds no longer describes the object.
 		if _, err := v.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(q.rejects.key)}); err != nil {
-			log.WarnContext(ctx, "could not delete an old rejects file", "rejects", q.rejects.url(), "err", err)
+			v.log.WarnContext(ctx, "could not delete an old rejects file", "rejects", q.rejects.url(), "err", err)
 		}
 	}
-	log.InfoContext(ctx, "staging slice replaced", "table", table, "rows", n, "bad_rows", q.rows,
+	v.log.InfoContext(ctx, "staging slice replaced", "table", table, "rows", n, "bad_rows", q.rows,
 		"bytes", body.n, "duration", time.Since(start))
 	validated := &event.Validated{Run: in.Run, Object: in.Object, StagingTable: table, Rows: n}
 	if q.rows > 0 {

@@ -65,7 +65,10 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := New(pool, client, nil)
+	v, err := New(pool, client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := v.Prepare(ctx, []config.Pipeline{p}, contracts); err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +373,10 @@ func TestPrepare(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	v := New(pool, nil, nil)
+	v, err := New(pool, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := ordersPipeline("analytics")
 	contracts, err := contract.ForPipelines([]config.Pipeline{p}, "")
 	if err != nil {
