@@ -67,11 +67,12 @@ func measureHops(ctx context.Context, dir string, n int) (*hopsResult, error) {
 	}
 	sensorSvc := app.Service{Name: "sensor", Routes: func(_ context.Context, d *app.Deps) ([]flow.Route, error) {
 		s := sensor.New(&http.Client{Timeout: 10 * time.Second}, d.Router.Leases())
-		return []flow.Route{{Step: "sensor", Consumes: event.KindRequested, Workers: 8,
-			Handle: func(ctx context.Context, p *config.Pipeline, in event.Event) (event.Event, error) {
-				note(event.KindRequested, in.Header().RunID)
-				return s.Handle(ctx, p, in)
-			}}}, nil
+		rt := flow.On("sensor", func(ctx context.Context, p *config.Pipeline, in *event.Requested) (*event.Available, error) {
+			note(event.KindRequested, in.RunID)
+			return s.Handle(ctx, p, in)
+		})
+		rt.Workers = 8
+		return []flow.Route{rt}, nil
 	}}
 	fetcherSvc := app.Service{Name: "fetcher", Routes: func(_ context.Context, d *app.Deps) ([]flow.Route, error) {
 		return []flow.Route{{Step: "fetcher", Consumes: event.KindAvailable, Workers: 4,

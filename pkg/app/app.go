@@ -12,7 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -234,6 +237,53 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	if len(services) == 1 {
 		single = services[0].Name
 	}
+	conn, name, provision, err := st.connect(ctx, cfg, log, o, services)
+	if err != nil {
+		return nil, err
+	}
+	log, logs := logger(log, conn.NC, cfg, single)
+	st.Deps = &Deps{Config: cfg, Log: log, NC: conn.NC, JS: conn.JS, Registry: prometheus.NewRegistry(), service: single, logs: logs}
+	// Until the stack has started, a subject the server refuses this user ends the start at
+	// once with that subject, instead of a request that hangs until its timeout.
+	var refused error
+	started := make(chan struct{})
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case refused = <-conn.Refused:
+			conn.NC.Close()
+		case <-started:
+		}
+	}()
+	routes, err := st.build(ctx, o, name, provision, services)
+	close(started)
+	<-watchDone
+	if refused != nil || err != nil {
+		st.close()
+		if refused != nil {
+			return nil, refused
+		}
+		return nil, err
+	}
+	if o.NoRouter || len(routes) == 0 {
+		close(st.ready)
+		go func() { <-ctx.Done(); st.close(); st.done <- nil }()
+		return st, nil
+	}
+	go func() {
+		close(st.ready)
+		err := st.Router.Run(ctx, routes...)
+		st.close()
+		st.done <- err
+	}()
+	return st, nil
+}
+
+// connect connects to the configured broker, or starts the embedded one when no URL is given (it
+// is then provisioned here: nobody else does), and checks that the user may do what the services
+// need. It returns the connection's name (sluice-<service>...) and whether to provision.
+func (st *Stack) connect(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options, services []Service) (*bus.Conn, string, bool, error) {
 	url := o.NATSURL
 	if url == "" {
 		url = cfg.NATS.URL.Reveal()
@@ -241,11 +291,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	provision := o.Provision
 	if url == "" {
 		if o.Embed == nil {
-			return nil, errors.New("no NATS server: set nats.url in the config or pass --nats (only the sluice CLI embeds a server)")
+			return nil, "", false, errors.New("no NATS server: set nats.url in the config or pass --nats (only the sluice CLI embeds a server)")
 		}
 		ns, err := o.Embed(cfg.Path(cfg.NATS.DataDir), cfg.NATS.Listen)
 		if err != nil {
-			return nil, err
+			return nil, "", false, err
 		}
 		st.server = ns
 		url = ns.ClientURL()
@@ -257,8 +307,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		name += "-" + s.Name
 	}
 	who, identity := "sluice", o.Identity
-	if single != "" {
-		who, identity = single, single
+	if len(services) == 1 {
+		who, identity = services[0].Name, services[0].Name
 	}
 	if identity == "" {
 		identity = cfg.NATS.User.Reveal()
@@ -270,7 +320,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 	conn, err := bus.Connect(url, co, log)
 	if err != nil {
 		st.shutdownServer()
-		return nil, err
+		return nil, "", false, err
 	}
 	if st.server == nil && len(services) > 0 {
 		// Fail now, naming the subject, if the user lacks a permission a service needs later.
@@ -287,95 +337,64 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger, o Options,
 		} else if err != nil {
 			conn.NC.Close()
 			st.shutdownServer()
-			return nil, err
+			return nil, "", false, err
 		}
 	}
-	nc, js := conn.NC, conn.JS
-	// Every record of a run also goes to the log stream (after the same redaction), for the console.
+	return conn, name, provision, nil
+}
+
+// logger is the process's logger: every record also goes to the log stream (after the same
+// redaction), for the console; in a single-service process every line names the service.
+func logger(log *slog.Logger, nc *nats.Conn, cfg *config.Config, single string) (*slog.Logger, *logstream.Publisher) {
 	logs := logstream.NewPublisher(nc, cfg.NATS.SubjectPrefix, 0)
 	pub := telemetry.Redact(slog.New(telemetry.WithRunContext(logs.Handler(slog.LevelInfo))), cfg.Secrets())
 	log = slog.New(telemetry.Tee(log.Handler(), pub.Handler()))
 	if single != "" {
-		// One service per process (its own binary): every line of the process is that service's.
 		log = log.With("service", single)
 	}
-	st.Deps = &Deps{Config: cfg, Log: log, NC: nc, JS: js, Registry: prometheus.NewRegistry(), service: single, logs: logs}
-	// Until the stack has started, a subject the server refuses this user ends the start at
-	// once with that subject, instead of a request that hangs until its timeout.
-	var refused error
-	started := make(chan struct{})
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		select {
-		case refused = <-conn.Refused:
-			nc.Close()
-		case <-started:
-		}
-	}()
-	fail := func(err error) (*Stack, error) {
-		close(started)
-		<-watchDone
-		st.close()
-		if refused != nil {
-			return nil, refused
-		}
-		return nil, err
-	}
+	return log, logs
+}
+
+// build sets up telemetry, provisions the broker when asked, makes the router and every service's
+// routes, binds their consumers (a missing or refused one fails the start) and serves HTTP.
+func (st *Stack) build(ctx context.Context, o Options, name string, provision bool, services []Service) ([]flow.Route, error) {
+	cfg := st.Config
 	st.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	routerOpts, err := st.observe(ctx, name, o.Env)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if provision {
-		if err := bus.Provision(ctx, js, BusOptions(cfg)); err != nil {
-			return fail(err)
+		if err := bus.Provision(ctx, st.JS, BusOptions(cfg)); err != nil {
+			return nil, err
 		}
 	}
 	routerOpts = append(routerOpts, flow.WithProvisionedConsumers())
-	if st.Router, err = flow.NewRouter(ctx, js, BusOptions(cfg), cfg.Pipelines, st.Tracer, log, routerOpts...); err != nil {
-		return fail(err)
+	if st.Router, err = flow.NewRouter(ctx, st.JS, BusOptions(cfg), cfg.Pipelines, st.Tracer, st.Log, routerOpts...); err != nil {
+		return nil, err
 	}
 	var routes []flow.Route
 	for _, s := range services {
 		rs, err := s.Routes(ctx, st.Deps)
 		if err != nil {
-			return fail(fmt.Errorf("start %s: %w", s.Name, err))
+			return nil, fmt.Errorf("start %s: %w", s.Name, err)
 		}
 		routes = append(routes, rs...)
 	}
 	if !o.NoRouter && len(routes) > 0 {
 		if err := st.watch(ctx, routes); err != nil {
-			return fail(err)
+			return nil, err
 		}
-		// Bind to every route's consumer now, so a missing or refused one fails the start.
 		if err := st.Router.Bind(ctx, routes...); err != nil {
-			return fail(err)
+			return nil, err
 		}
 	}
 	if o.HTTPAddr != "" {
 		if err := st.serveHTTP(o.HTTPAddr); err != nil {
-			return fail(err)
+			return nil, err
 		}
 	}
-	close(started)
-	<-watchDone
-	if refused != nil {
-		st.close()
-		return nil, refused
-	}
-	if o.NoRouter || len(routes) == 0 {
-		close(st.ready)
-		go func() { <-ctx.Done(); st.close(); st.done <- nil }()
-		return st, nil
-	}
-	go func() {
-		close(st.ready)
-		err := st.Router.Run(ctx, routes...)
-		st.close()
-		st.done <- err
-	}()
-	return st, nil
+	return routes, nil
 }
 
 // Wait blocks until the stack has stopped (after its context is cancelled) and closed.
@@ -440,6 +459,18 @@ func (s *Stack) shutdownServer() {
 	if s.server != nil {
 		s.server.Shutdown()
 		s.server.WaitForShutdown()
+	}
+}
+
+// Run is a single-service binary's main function: Main on the process's arguments, environment
+// and stderr until SIGINT or SIGTERM; an error is printed, naming the binary, and exits 1.
+func Run(svc Service) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr, svc)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-"+svc.Name+":", err)
+		os.Exit(1)
 	}
 }
 

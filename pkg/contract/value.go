@@ -183,49 +183,9 @@ func (f *field) parse(s string) (any, string) {
 	}
 	switch f.Type {
 	case Bigint, Integer:
-		bits := 64
-		if f.Type == Integer {
-			bits = 32
-		}
-		n, err := strconv.ParseInt(t, 10, bits)
-		if err != nil {
-			return nil, intRule(err, string(f.Type))
-		}
-		if rule := f.inRange(n); rule != "" {
-			return nil, rule
-		}
-		if f.Type == Integer {
-			return int32(n), ""
-		}
-		return n, ""
+		return f.parseInt(t)
 	case Numeric:
-		intDigits, fracDigits, ok := plainDecimal(t)
-		if !ok {
-			return nil, numberRule
-		}
-		if intDigits > maxNumericIntDigits || fracDigits > maxNumericFracDigits {
-			return nil, "has more digits than numeric holds"
-		}
-		if intDigits+fracDigits <= smallDigits {
-			d := parseSmall(t)
-			if rule, ok := f.inSmallRange(d); ok {
-				if rule != "" {
-					return nil, rule
-				}
-				return d.numeric(), ""
-			}
-		}
-		var n pgtype.Numeric
-		// Scan refuses the leading + that PostgreSQL (and the fast path) accept.
-		if err := n.Scan(strings.TrimPrefix(t, "+")); err != nil {
-			return nil, numberRule
-		}
-		if f.min != nil || f.max != nil {
-			if rule := f.inRange(numericRat(n)); rule != "" {
-				return nil, rule
-			}
-		}
-		return n, ""
+		return f.parseNumeric(t)
 	case Text:
 		if f.MaxLength > 0 && utf8.RuneCountInString(s) > f.MaxLength {
 			return nil, fmt.Sprintf("is longer than %d characters", f.MaxLength)
@@ -270,6 +230,57 @@ func (f *field) parse(s string) (any, string) {
 		return ts, ""
 	}
 	return nil, fmt.Sprintf("has unknown type %q", f.Type)
+}
+
+// parseInt parses a bigint or integer field (trimmed).
+func (f *field) parseInt(t string) (any, string) {
+	bits := 64
+	if f.Type == Integer {
+		bits = 32
+	}
+	n, err := strconv.ParseInt(t, 10, bits)
+	if err != nil {
+		return nil, intRule(err, string(f.Type))
+	}
+	if rule := f.inRange(n); rule != "" {
+		return nil, rule
+	}
+	if f.Type == Integer {
+		return int32(n), ""
+	}
+	return n, ""
+}
+
+// parseNumeric parses a numeric field (trimmed): a small decimal on the fast path, anything
+// longer through pgtype.Numeric.
+func (f *field) parseNumeric(t string) (any, string) {
+	intDigits, fracDigits, ok := plainDecimal(t)
+	if !ok {
+		return nil, numberRule
+	}
+	if intDigits > maxNumericIntDigits || fracDigits > maxNumericFracDigits {
+		return nil, "has more digits than numeric holds"
+	}
+	if intDigits+fracDigits <= smallDigits {
+		d := parseSmall(t)
+		if rule, ok := f.inSmallRange(d); ok {
+			if rule != "" {
+				return nil, rule
+			}
+			return d.numeric(), ""
+		}
+	}
+	var n pgtype.Numeric
+	// Scan refuses the leading + that PostgreSQL (and the fast path) accept.
+	if err := n.Scan(strings.TrimPrefix(t, "+")); err != nil {
+		return nil, numberRule
+	}
+	if f.min != nil || f.max != nil {
+		if rule := f.inRange(numericRat(n)); rule != "" {
+			return nil, rule
+		}
+	}
+	return n, ""
 }
 
 func (f *field) inRange(v any) string {

@@ -2,21 +2,8 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/sluice-etl/sluice/pkg/app"
 	"github.com/sluice-etl/sluice/services/partitioner"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Main(ctx, os.Args[1:], os.LookupEnv, os.Stderr, partitioner.Service); err != nil {
-		fmt.Fprintln(os.Stderr, "sluice-partitioner:", err)
-		os.Exit(1)
-	}
-}
+func main() { app.Run(partitioner.Service) }
