@@ -44,7 +44,7 @@ func SMTP(t testing.TB) *SMTPServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("smtptest: listen: %v", err)
+		t.Fatalf("smtp test server: listen: %v", err)
 	}
 	s := &SMTPServer{addr: l.Addr().(*net.TCPAddr)}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
@@ -58,7 +58,7 @@ func SMTP(t testing.TB) *SMTPServer {
 	go func() {
 		defer close(done)
 		if err := srv.Serve(l); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
-			t.Errorf("smtptest: serve: %v", err)
+			t.Errorf("smtp test server: serve: %v", err)
 		}
 	}()
 	t.Cleanup(func() {
