@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -34,6 +35,32 @@ func TestServiceBinariesLinkOnlyWhatTheyUse(t *testing.T) {
 					!strings.HasPrefix(pkg, "html/template") && !slices.Contains(html, svc):
 					t.Errorf("sluice-%s links %s (imported by %s)", svc, imp, pkg)
 				}
+			}
+		}
+	}
+}
+
+// Every service folder has one shape: service.go (the wiring) and a README.md with the same
+// headings, so a reader finds the same things in the same places.
+func TestEveryServiceHasTheSameShape(t *testing.T) {
+	root := testkit.RepoRoot(t)
+	dirs, err := filepath.Glob(filepath.Join(root, "services", "*", "go.mod"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no services under %s (%v)", root, err)
+	}
+	for _, mod := range dirs {
+		dir := filepath.Dir(mod)
+		if _, err := os.Stat(filepath.Join(dir, "service.go")); err != nil {
+			t.Errorf("%s has no service.go: %v", dir, err)
+		}
+		readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+		if err != nil {
+			t.Errorf("%s has no README.md: %v", dir, err)
+			continue
+		}
+		for _, h := range []string{"## Consumes", "## Produces", "## Owns", "## May call"} {
+			if !strings.Contains(string(readme), "\n"+h+"\n") {
+				t.Errorf("%s/README.md has no %q heading", dir, h)
 			}
 		}
 	}
