@@ -43,14 +43,15 @@ having count(*) > 1
     select distinct {{ keys | join(', ') }} from {{ staging }}
     where {{ spec['partition'] }} = cast('{{ sluice_ds() }}' as date)
   {%- endset -%}
-  {%- if sluice_lookup_plan(spec, relation) == 'index' %}
+  {%- set plan = sluice_lookup_plan(spec, relation) -%}
+  {%- if plan in ('index', 'probe') %}
 -- the keys of the run ({{ sluice_ds() }}), each looked up through the key index in the partitions
 -- whose key range holds it
-with {{ sluice_lookup_ctes(relation, spec, 'index') }}s as ({{ slice }})
+with {{ sluice_lookup_ctes(relation, spec, plan) }}s as ({{ slice }})
 select {% for k in keys %}s.{{ k }}, {% endfor %}n.n_records
 from s
 cross join lateral (
-    select count(*) as n_records from ({{ sluice_stored_rows(relation, spec, 's', 'index') }}) as stored
+    select count(*) as n_records from ({{ sluice_stored_rows(relation, spec, 's', plan) }}) as stored
 ) as n
 where n.n_records > 1
   {%- else %}

@@ -112,7 +112,9 @@ where j.sluice_new or j.sluice_wins
     a key newer than all history costs no probe at all, and a key one key index probe per
     partition that may hold it instead of one per partition; the partition column's bounds in the
     probe let PostgreSQL prune to that partition at run time (OFFSET 0 keeps the probe a
-    parameterized subquery run only for the partitions whose range holds the key). Otherwise a plain join PostgreSQL plans itself (a hash join for a
+    parameterized subquery run only for the partitions whose range holds the key). With plan
+    'probe' (no SELECT on the partitions themselves) a key index probe per key and partition.
+    Otherwise a plain join PostgreSQL plans itself (a hash join for a
     large slice). -#}
 {% macro sluice_stored_rows(relation, spec, outer, plan) %}
   {%- set keys = spec['key'] -%}
@@ -128,6 +130,9 @@ cross join lateral (
 select t.tableoid as sluice_stored_in, t.*
 from {{ relation }} as t
 where {% for k in keys %}t.{{ k }} = {{ outer }}.{{ k }}{{ " and " if not loop.last }}{% endfor %}
+    {%- if plan == 'probe' %}
+offset 0
+    {%- endif %}
   {%- endif %}
 {% endmacro %}
 
@@ -175,11 +180,15 @@ sluice_kr as materialized (
   {%- set staging = api.Relation.create(database=target_relation.database,
         schema=var('staging_schema', target_relation.schema), identifier=spec['staging_table']) -%}
   {%- set q -%}
-    select coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, count(c.oid)
+    select coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, count(c.oid),
+           coalesce(bool_and(pg_catalog.has_table_privilege(c.oid, 'SELECT')), true)
     from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
     where i.inhparent = '{{ target_relation }}'::regclass
   {%- endset -%}
   {%- set row = run_query(q).rows[0] -%}
+  {#- The key ranges read each partition directly, which needs SELECT on it (a grant on the parent
+      covers only access through the parent): without it, probe every partition. -#}
+  {%- set index_plan = 'index' if row[2] else 'probe' -%}
   {%- set stored, parts = row[0] | int, [row[1] | int, 1] | max -%}
   {%- set cap = (stored // (parts * 8)) | int -%}
   {%- if cap < 1 -%}{{ return('planner') }}{%- endif -%}
@@ -187,7 +196,7 @@ sluice_kr as materialized (
     select count(*) from (select 1 from {{ staging }} where {{ spec['partition'] }} = cast('{{ sluice_ds() }}' as date) limit {{ cap + 1 }}) as slice
   {%- endset -%}
   {%- set staged = run_query(q).rows[0][0] | int -%}
-  {{ return('index' if staged <= cap else 'planner') }}
+  {{ return(index_plan if staged <= cap else 'planner') }}
 {% endmacro %}
 
 
@@ -219,7 +228,7 @@ sluice_kr as materialized (
     end $sluice_counts$
   {% endcall %}
   {%- set plan = sluice_lookup_plan(spec, target_relation) -%}
-  {%- if plan == 'index' -%}
+  {%- if plan in ('index', 'probe') -%}
     {% call statement('sluice_plan') %}
       set local enable_hashjoin = off; set local enable_mergejoin = off
     {% endcall %}
