@@ -35,13 +35,11 @@ func (c *pipelineFlags) setPaused(ctx context.Context, stdout, stderr io.Writer,
 	if err != nil {
 		return err
 	}
-	stackCtx, stop := context.WithCancel(ctx)
-	st, err := c.connect(stackCtx, cfg, stderr)
+	st, done, err := c.attach(ctx, cfg, stderr)
 	if err != nil {
-		stop()
 		return err
 	}
-	defer func() { stop(); _ = st.Wait() }()
+	defer done()
 	changed, err := trigger.SetPaused(ctx, st.JS, app.BusOptions(cfg).SubjectPrefix, p, paused, "unpause")
 	if err != nil {
 		return err

@@ -163,19 +163,7 @@ func (p *progress) draw(final bool) {
 }
 
 // describe is a run's current state in words: "running validator (attempt 2)".
-func describe(r runstate.Record) string {
-	s := string(r.State)
-	if r.Step != "" && !r.State.Final() {
-		s += " " + r.Step
-	}
-	if r.Attempts > 1 {
-		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
-	}
-	if r.Detail != "" && !strings.HasPrefix(r.Detail, runstate.HandedOn) {
-		s += ": " + r.Detail
-	}
-	return s
-}
+func describe(r runstate.Record) string { return r.Describe() }
 
 // report prints each date's outcome and returns an error naming the dates that did not complete.
 func (p *progress) report() error {

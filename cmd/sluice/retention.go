@@ -26,13 +26,11 @@ func (c *retentionCmd) run(ctx context.Context, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "%s keeps every partition (no retention.days): nothing to do\n", p.Name)
 		return nil
 	}
-	stackCtx, stop := context.WithCancel(ctx)
-	st, err := c.connect(stackCtx, cfg, stderr)
+	st, done, err := c.attach(ctx, cfg, stderr)
 	if err != nil {
-		stop()
 		return err
 	}
-	defer func() { stop(); _ = st.Wait() }()
+	defer done()
 	leases, err := lease.New(ctx, st.JS)
 	if err != nil {
 		return err

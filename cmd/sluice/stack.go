@@ -121,6 +121,16 @@ func (c *common) loadPipeline(name string) (*config.Config, *config.Pipeline, er
 	return cfg, p, nil
 }
 
+// attach connects for a command that only reads or writes the broker's state; done ends it.
+func (c *common) attach(ctx context.Context, cfg *config.Config, stderr io.Writer) (st *app.Stack, done func(), err error) {
+	stackCtx, stop := context.WithCancel(ctx)
+	if st, err = c.connect(stackCtx, cfg, stderr); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return st, func() { stop(); _ = st.Wait() }, nil
+}
+
 // connect attaches to the configured or running broker; failing that (embedded mode with no
 // `sluice up` running) it starts an embedded server in this process with services on it.
 func (c *common) connect(ctx context.Context, cfg *config.Config, stderr io.Writer, services ...app.Service) (*app.Stack, error) {

@@ -31,13 +31,11 @@ func (c *statusCmd) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stackCtx, stop := context.WithCancel(ctx)
-	st, err := c.connect(stackCtx, cfg, stderr)
+	st, done, err := c.attach(ctx, cfg, stderr)
 	if err != nil {
-		stop()
 		return err
 	}
-	defer func() { stop(); _ = st.Wait() }()
+	defer done()
 	states, err := trigger.NewStates(ctx, st.JS)
 	if err != nil {
 		return err

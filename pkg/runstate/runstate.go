@@ -303,3 +303,18 @@ func (s *Store) Latest(ctx context.Context, pipeline, ds string) (Record, bool, 
 }
 
 func runID(key string) string { return key[strings.LastIndexByte(key, '.')+1:] }
+
+// Describe is a run's current state in words: "running validator (attempt 2): <detail>".
+func (r Record) Describe() string {
+	s := string(r.State)
+	if r.Step != "" && !r.State.Final() {
+		s += " " + r.Step
+	}
+	if r.Attempts > 1 {
+		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
+	}
+	if r.Detail != "" && !strings.HasPrefix(r.Detail, HandedOn) {
+		s += ": " + r.Detail
+	}
+	return s
+}

@@ -192,21 +192,12 @@ func stepCells(rec runstate.Record) []cell {
 	return out
 }
 
+// describe is a run's state in words, with its error.
 func describe(r runstate.Record) string {
-	s := string(r.State)
-	if r.Step != "" && !r.State.Final() {
-		s += " " + r.Step
-	}
-	if r.Attempts > 1 {
-		s += fmt.Sprintf(" (attempt %d)", r.Attempts)
-	}
-	if r.Detail != "" && !strings.HasPrefix(r.Detail, runstate.HandedOn) {
-		s += ": " + r.Detail
-	}
 	if r.Error != "" {
-		s += " — " + r.Error
+		return r.Describe() + " — " + r.Error
 	}
-	return s
+	return r.Describe()
 }
 
 // times splits a run's time into waiting (queued before its first step and between steps, in
