@@ -11,6 +11,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // decode decodes config text into cfg strictly (an unknown key fails), and parses it into a
@@ -28,7 +29,8 @@ func decode(name string, b []byte, cfg *Config) (ast.Node, error) {
 	if root == nil {
 		return nil, nil // an empty file: validation names what is missing
 	}
-	if err := yaml.NodeToValue(root, cfg, yaml.Strict(), yaml.CustomUnmarshaler(decodeBool), yaml.CustomUnmarshaler(decodeString)); err != nil {
+	asV3(root, reflect.TypeOf(cfg))
+	if err := yaml.NodeToValue(root, cfg, yaml.Strict()); err != nil {
 		if line, msg, ok := firstMismatch(root, reflect.TypeOf(cfg).Elem()); ok {
 			return nil, fmt.Errorf("%s:%d: %s", name, line, msg)
 		}
@@ -51,22 +53,47 @@ func decodeBool(v *bool, b []byte) error {
 	return nil
 }
 
-// decodeString reads a string as yaml.v3 did: a plain scalar that YAML reads as a number, a
-// bool or a date keeps its text (bucket: 0755 is "0755", where goccy/go-yaml would give "493").
-func decodeString(v *string, b []byte) error {
-	var x any
-	if err := yaml.Unmarshal(b, &x); err != nil {
-		return err
+// asV3 rewrites the scalars of the tree that yaml.v3, which sluice used before, read otherwise
+// than goccy/go-yaml, walking it along typ: a plain scalar that YAML takes for a number, a bool
+// or a date keeps its text where a string goes (bucket: 0755 is "0755", where goccy/go-yaml would
+// give "493"), and YAML 1.1's y/yes/on and n/no/off are bools where a bool goes. (A custom
+// unmarshaler would do the same per value, but goccy/go-yaml formats the whole file for every
+// call: loading 1,000 pipelines took minutes.)
+func asV3(n ast.Node, typ reflect.Type) ast.Node {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
 	}
-	switch x := x.(type) {
-	case string:
-		*v = x
-	case nil:
-		*v = ""
+	switch v := unwrap(n).(type) {
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
+		if typ == reflect.TypeOf("") {
+			tk := *v.GetToken()
+			tk.Type = token.StringType
+			return ast.String(&tk)
+		}
+	case *ast.StringNode:
+		var b bool
+		if typ == reflect.TypeOf(true) && decodeBool(&b, []byte(v.Value)) == nil {
+			return &ast.BoolNode{BaseNode: &ast.BaseNode{}, Token: v.Token, Value: b}
+		}
+	case *ast.SequenceNode:
+		if typ.Kind() == reflect.Slice {
+			for i, e := range v.Values {
+				v.Values[i] = asV3(e, typ.Elem())
+			}
+		}
 	default:
-		*v = strings.TrimSpace(string(b))
+		for _, kv := range pairs(v) {
+			switch typ.Kind() {
+			case reflect.Struct:
+				if f, found := fieldByTag(typ, kv.Key.GetToken().Value); found {
+					kv.Value = asV3(kv.Value, f.Type)
+				}
+			case reflect.Map:
+				kv.Value = asV3(kv.Value, typ.Elem())
+			}
+		}
 	}
-	return nil
+	return n
 }
 
 // positioned is a YAML library error as "name:line: message".
