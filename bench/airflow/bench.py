@@ -100,13 +100,16 @@ class Systems:
         with self.lock:
             self.peak = {k: (0, 0) for k in self.roots}
 
+    def sample_once(self):
+        r = self.rss(read_procs())
+        with self.lock:
+            for k, (p, r_) in r.items():
+                self.peak[k] = (max(self.peak[k][0], p), max(self.peak[k][1], r_))
+                self.peak_all[k] = (max(self.peak_all[k][0], p), max(self.peak_all[k][1], r_))
+
     def sample(self, every):
         while not self.stop:
-            r = self.rss(read_procs())
-            with self.lock:
-                for k, (p, r_) in r.items():
-                    self.peak[k] = (max(self.peak[k][0], p), max(self.peak[k][1], r_))
-                    self.peak_all[k] = (max(self.peak_all[k][0], p), max(self.peak_all[k][1], r_))
+            self.sample_once()
             time.sleep(every)
 
 
@@ -335,6 +338,7 @@ class Bench:
                 raise RuntimeError(f"{system} {ds}: not done after {self.a.timeout} s")
             time.sleep(self.a.poll)
         t_end = time.time()
+        self.systems.sample_once()  # a run shorter than the sampling interval still gets one
         res = (self.result_sluice if system == "sluice" else self.result_airflow)(h, ds)
         if system == "sluice":
             res["docs_after_s"] = round(self.sluice_docs(ds, deadline) - t_end, 3)

@@ -26,7 +26,8 @@ def fmt(x, nd=2):
 
 
 def mb(x):
-    return "–" if x is None else f"{x:,.0f} MB"
+    # 0: no sample (every second) fell inside a run shorter than that
+    return "–" if not x else f"{x:,.0f} MB"
 
 
 def span(xs):
@@ -73,9 +74,13 @@ def main():
     L = [START, ""]
     L.append(f"Measured {now} on this machine (2 cores, shared with other work), sluice at commit {a.rev}, "
              f"Apache Airflow {a.airflow_version}, dbt {a.dbt_version}, PostgreSQL {a.pg_version}, in one run of "
-             f"`make bench-airflow` (SMALL={n_small} GATED={n_gated} ROWS={a.rows} BIG_ROWS={a.big_rows} POKE={a.poke}); "
+             f"`make bench-airflow` ({n_small} small and {n_gated} gated dates measured, ROWS={a.rows}, BIG_ROWS={a.big_rows}, POKE={a.poke}); "
              f"1-minute load average {min(loads):.2f}–{max(loads):.2f} over the runs (before and after each: "
              f"`.sluice/bench/airflow/results.jsonl`).")
+    if total is None:
+        L.append("")
+        L.append("**Cut short**: the benchmark was stopped before its end (no final record in results.jsonl); "
+                 "the figures below are those of the runs that completed, the dates not reached are not in them.")
     L.append("")
     L.append("Reproduce: `make bench-airflow` (the harness is `bench/airflow/run.sh`, knobs at its top; "
              "how it works: `bench/airflow/README.md`). Both systems run side by side for the whole benchmark, in a network "
