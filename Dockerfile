@@ -73,7 +73,9 @@ LABEL org.opencontainers.image.title="sluice" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /out/bin/sluice /out/bin/sluice-healthcheck /usr/local/bin/
+# All of /out/bin, not named files: the classic builder builds this stage for the dbtrunner target
+# too, whose build stage holds sluice-dbtrunner, not sluice.
+COPY --from=build /out/bin/ /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/sluice"]
 
