@@ -5,6 +5,9 @@ are kept on a rerun."""
 import argparse, json, os, statistics, sys
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import section  # noqa: E402  (bench/section.py)
+
 START = "## sluice vs Airflow"
 END = "<!-- bench-airflow: end of the generated block; notes below it are kept on a rerun -->"
 SYSTEMS = ("sluice", "airflow")
@@ -227,24 +230,7 @@ def main():
             L.append(f"- {NAMES[e['system']]} {e['ds']} ({e['set']}): {e['error'].strip().splitlines()[0][:300]}")
     L.append("")
     L.append(END)
-    text = "\n".join(L) + "\n"
-    if not a.out:
-        sys.stdout.write(text)
-        return
-    old = open(a.out, encoding="utf-8").read() if os.path.exists(a.out) else "# Benchmark results\n"
-    if START in old:
-        head, rest = old.split(START, 1)
-        if END in rest:
-            tail = rest.split(END, 1)[1].lstrip("\n")
-        else:
-            nxt = rest.find("\n## ")
-            tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(a.out, "w", encoding="utf-8") as f:
-        f.write(new)
-    print(f"bench-airflow: wrote the \"sluice vs Airflow\" section of {a.out}", file=sys.stderr)
+    section.write(a.out, START, END, "\n".join(L) + "\n", "bench-airflow")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ each `sluice run -v`'s output (its summary and the dbt-runner's log lines)."""
 import argparse, json, os, re, statistics, sys
 from datetime import datetime, timezone
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import section  # noqa: E402  (bench/section.py)
+
 START = "## End to end"
 END = "<!-- bench-e2e: end of the generated block; notes below it are kept on a rerun -->"
 
@@ -248,24 +251,7 @@ def main():
                          f"(key index lookups) takes {fmt(mi)} instead of {fmt(mw)}: dbt-runner step / that MERGE = {dbt / mi:.1f}×.")
     L.append("")
     L.append(END)
-    text = "\n".join(L) + "\n"
-    if not a.out:
-        sys.stdout.write(text)
-        return
-    old = open(a.out, encoding="utf-8").read() if os.path.exists(a.out) else "# Benchmark results\n"
-    if START in old:
-        head, rest = old.split(START, 1)
-        if END in rest:
-            tail = rest.split(END, 1)[1].lstrip("\n")
-        else:
-            nxt = rest.find("\n## ")
-            tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(a.out, "w", encoding="utf-8") as f:
-        f.write(new)
-    print(f"bench-e2e: wrote the \"End to end\" section of {a.out}", file=sys.stderr)
+    section.write(a.out, START, END, "\n".join(L) + "\n", "bench-e2e")
 
 
 if __name__ == "__main__":
